@@ -1,0 +1,19 @@
+.PHONY: deploy test lab-up lab-down lint unit
+
+deploy:    ## converge the fleet (the local lab when no real Sparks are configured)
+	scripts/deploy
+
+test:      ## the whole test suite, as CI runs it
+	scripts/test
+
+lab-up:
+	lab/sparkfleet-lab up
+
+lab-down:
+	lab/sparkfleet-lab down
+
+unit:
+	scripts/bootstrap && .venv/bin/python -m pytest tests/unit
+
+lint:
+	scripts/bootstrap && .venv/bin/yamllint --strict . && .venv/bin/ansible-lint

@@ -1,0 +1,259 @@
+"""Multi-node rendezvous between the head (node rank 0) and headless nodes.
+
+Protocol: newline-delimited JSON over one TCP connection per headless node
+(stands in for torch.distributed's TCPStore on --master-addr:--master-port).
+
+  worker -> head : {"type": "hello", ...config...}
+  head -> worker : {"type": "welcome", ...config...} | {"type": "reject", "error": "..."}
+  both           : {"type": "hb"} every HEARTBEAT_INTERVAL seconds afterwards
+"""
+
+import errno
+import json
+import socket
+import threading
+import time
+
+from . import VLLM_SIM_VERSION
+from . import log
+from .cli import fatal, SimExit
+
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_TIMEOUT = 5.0
+
+CHECKED_FIELDS = ("model", "tensor_parallel_size", "pipeline_parallel_size", "nnodes",
+                  "max_model_len", "kv_cache_dtype", "block_size", "dtype", "quantization",
+                  "enable_expert_parallel", "speculative_config", "vllm_version")
+
+SRC = "parallel_state.py:1165"
+
+
+def hello_from_args(args):
+    return {
+        "type": "hello",
+        "model": args.model,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "pipeline_parallel_size": args.pipeline_parallel_size,
+        "nnodes": args.nnodes,
+        "node_rank": args.node_rank,
+        "max_model_len": args.max_model_len,
+        "kv_cache_dtype": args.kv_cache_dtype,
+        "block_size": args.block_size,
+        "dtype": args.dtype,
+        "quantization": args.quantization,
+        "enable_expert_parallel": bool(args.enable_expert_parallel),
+        "speculative_config": args.speculative_config,
+        "vllm_version": VLLM_SIM_VERSION,
+    }
+
+
+def mismatches(mine, theirs):
+    """Return a human readable description of differing fields, or ''."""
+    diffs = []
+    for k in CHECKED_FIELDS:
+        if mine.get(k) != theirs.get(k):
+            diffs.append(f"{k}: {mine.get(k)!r} (node rank {mine.get('node_rank')}) != "
+                         f"{theirs.get(k)!r} (node rank {theirs.get('node_rank')})")
+    return "; ".join(diffs)
+
+
+class Peer:
+    def __init__(self, sock, rank, addr):
+        self.sock = sock
+        self.rank = rank
+        self.addr = addr
+        self.rfile = sock.makefile("rb")
+        self.wlock = threading.Lock()
+
+    def send(self, obj):
+        data = (json.dumps(obj) + "\n").encode()
+        with self.wlock:
+            self.sock.sendall(data)
+
+    def recv(self, timeout):
+        self.sock.settimeout(timeout)
+        line = self.rfile.readline()
+        if not line:
+            raise EOFError("connection closed by peer")
+        return json.loads(line)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _addr_in_use(port):
+    fatal("socket.py:1", "torch.distributed.DistNetworkError: The server socket has failed to "
+          f"listen on any local network address. port: {port}, useIpv6: false, code: -98, "
+          "name: EADDRINUSE, message: address already in use",
+          [("/opt/vllm_sim/torch/distributed/rendezvous.py", 189, "_create_c10d_store",
+            "return TCPStore(host_name=hostname, port=port, world_size=world_size, is_master=True)")])
+
+
+def _listen(addr, port):
+    for host in (addr, "0.0.0.0"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            s.listen(16)
+            return s
+        except OSError as e:
+            s.close()
+            if e.errno == errno.EADDRINUSE:
+                _addr_in_use(port)
+            if e.errno in (errno.EADDRNOTAVAIL, errno.EINVAL) or isinstance(e, socket.gaierror):
+                log.warning(SRC, f"cannot bind {host}:{port} ({e}); falling back to 0.0.0.0")
+                continue
+            fatal(SRC, f"torch.distributed.DistNetworkError: failed to listen on {host}:{port}: {e}")
+    fatal(SRC, f"torch.distributed.DistNetworkError: failed to listen on {addr}:{port}")
+
+
+def head_rendezvous(args, stop_event, timeout):
+    """Wait for nnodes-1 headless nodes. Returns list of Peer."""
+    addr, port = args.master_addr, args.master_port
+    need = args.nnodes - 1
+    lsock = _listen(addr, port)
+    lsock.settimeout(0.5)
+    mine = hello_from_args(args)
+    log.info(SRC, f"TCPStore listening on {addr}:{port}; waiting for {need} headless "
+                  f"node(s) to join (timeout {timeout:g}s)")
+    peers = {}
+    deadline = time.monotonic() + timeout
+    while len(peers) < need:
+        if stop_event.is_set():
+            log.info(SRC, "Shutdown requested while waiting for headless nodes")
+            raise SimExit(0)
+        if time.monotonic() > deadline:
+            fatal(SRC, f"TimeoutError: timed out waiting for {need - len(peers)} headless "
+                       f"node(s) to join at {addr}:{port}")
+        try:
+            conn, caddr = lsock.accept()
+        except socket.timeout:
+            continue
+        peer = Peer(conn, None, caddr)
+        try:
+            hello = peer.recv(10)
+            if hello.get("type") != "hello":
+                raise ValueError("unexpected message")
+        except (OSError, ValueError, EOFError) as e:
+            log.warning(SRC, f"ignoring bad rendezvous connection from {caddr[0]}: {e}")
+            peer.close()
+            continue
+        rank = hello.get("node_rank")
+        diff = mismatches(mine, hello)
+        if not diff and (not isinstance(rank, int) or not 0 < rank < args.nnodes):
+            diff = f"node_rank: {rank!r} is not a valid headless rank for nnodes={args.nnodes}"
+        if not diff and rank in peers:
+            diff = f"node_rank: {rank} already joined"
+        if diff:
+            msg = (f"Configuration mismatch between node rank 0 and node rank {rank} "
+                   f"({caddr[0]}): {diff}")
+            try:
+                peer.send({"type": "reject", "error": msg})
+            except OSError:
+                pass
+            peer.close()
+            fatal(SRC, f"RuntimeError: {msg}")
+        peer.rank = rank
+        peer.send(dict(mine, type="welcome"))
+        peers[rank] = peer
+        log.info(SRC, f"Headless node rank {rank} joined from {caddr[0]}:{caddr[1]} "
+                      f"({len(peers)}/{need})")
+    log.info(SRC, f"world_size={args.tensor_parallel_size * args.pipeline_parallel_size} "
+                  f"rank=0 local_rank=0 distributed_init_method=tcp://{addr}:{port} backend=nccl")
+    threading.Thread(target=_reject_late, args=(lsock, mine), daemon=True).start()
+    return list(peers.values())
+
+
+def _reject_late(lsock, mine):
+    """Keep the store port held; refuse late joiners (rendezvous is complete)."""
+    lsock.settimeout(None)
+    while True:
+        try:
+            conn, caddr = lsock.accept()
+        except OSError:
+            return
+        peer = Peer(conn, None, caddr)
+        try:
+            peer.recv(5)
+            peer.send({"type": "reject", "error": "rendezvous already complete; restart the "
+                                                  "head node (node rank 0) to rejoin"})
+        except (OSError, ValueError, EOFError):
+            pass
+        log.warning(SRC, f"refused late rendezvous connection from {caddr[0]}")
+        peer.close()
+
+
+def worker_rendezvous(args, stop_event, timeout):
+    addr, port = args.master_addr, args.master_port
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        if stop_event.is_set():
+            raise SimExit(0)
+        attempt += 1
+        try:
+            sock = socket.create_connection((addr, port), timeout=2)
+            break
+        except OSError as e:
+            if time.monotonic() > deadline:
+                fatal(SRC, f"TimeoutError: timed out after {timeout:g}s connecting to the head "
+                           f"node TCPStore at {addr}:{port} (last error: {e})")
+            log.info(SRC, f"Waiting for head node TCPStore at {addr}:{port} "
+                          f"(attempt {attempt}: {e.strerror or e})")
+            stop_event.wait(1.0)
+    peer = Peer(sock, 0, (addr, port))
+    mine = hello_from_args(args)
+    try:
+        peer.send(mine)
+        reply = peer.recv(30)
+    except (OSError, ValueError, EOFError) as e:
+        fatal(SRC, f"RuntimeError: rendezvous with head node {addr}:{port} failed: {e}")
+    if reply.get("type") == "reject":
+        fatal(SRC, f"RuntimeError: {reply.get('error')}")
+    diff = mismatches(mine, reply)
+    if diff:
+        fatal(SRC, f"RuntimeError: Configuration mismatch between node rank "
+                   f"{args.node_rank} and node rank 0 ({addr}): {diff}")
+    log.info(SRC, f"Joined head node at {addr}:{port} as node rank {args.node_rank}; "
+                  f"world_size={args.tensor_parallel_size * args.pipeline_parallel_size}")
+    return peer
+
+
+def start_heartbeat(peer, on_lost):
+    """Send heartbeats and watch for the peer; call on_lost(reason) once on failure."""
+    fired = threading.Event()
+
+    def lost(reason):
+        if not fired.is_set():
+            fired.set()
+            on_lost(peer, reason)
+
+    def sender():
+        while not fired.is_set():
+            try:
+                peer.send({"type": "hb", "t": time.time()})
+            except OSError as e:
+                lost(f"send failed: {e}")
+                return
+            time.sleep(HEARTBEAT_INTERVAL)
+
+    def reader():
+        while not fired.is_set():
+            try:
+                msg = peer.recv(HEARTBEAT_TIMEOUT)
+            except socket.timeout:
+                lost(f"no heartbeat for {HEARTBEAT_TIMEOUT:g}s")
+                return
+            except (OSError, EOFError, ValueError) as e:
+                lost(str(e) or type(e).__name__)
+                return
+            if msg.get("type") == "reject":
+                lost(msg.get("error", "rejected"))
+                return
+
+    threading.Thread(target=sender, daemon=True).start()
+    threading.Thread(target=reader, daemon=True).start()

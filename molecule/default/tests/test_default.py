@@ -1,0 +1,72 @@
+"""Verify a converged pair: units, containers, rendered launch files, a real answer."""
+
+import json
+
+import pytest
+
+HEAD = "molecule-spark-a1"
+WORKER = "molecule-spark-a2"
+testinfra_hosts = [HEAD, WORKER]
+
+
+def role_of(host):
+    return "head" if host.backend.get_hostname() == HEAD else "worker"
+
+
+def launch(host):
+    return json.loads(host.file("/etc/sparkfleet/sparkfleet-vllm-%s.json" % role_of(host)).content_string)
+
+
+def test_unit_enabled_and_active(host):
+    unit = host.service("sparkfleet-vllm-%s" % role_of(host))
+    assert unit.is_enabled
+    assert unit.is_running
+
+
+def test_container_is_owned_by_systemd_only(host):
+    name = "sparkfleet-vllm-%s" % role_of(host)
+    out = host.check_output("docker inspect --format '{{.State.Running}} {{.HostConfig.RestartPolicy.Name}} "
+                            "{{.HostConfig.AutoRemove}}' %s" % name)
+    assert out == "true no true"
+
+
+def test_argv_matches_role(host):
+    argv = launch(host)["argv"]
+    serve = argv[argv.index("serve") + 1:]
+    rank = serve[serve.index("--node-rank") + 1]
+    if role_of(host) == "head":
+        assert "--headless" not in serve and rank == "0"
+    else:
+        assert "--headless" in serve and rank == "1"
+    assert serve[serve.index("--master-addr") + 1] == "10.79.1.11"
+    # JSON flags reach vLLM as single, valid JSON argv elements.
+    assert json.loads(serve[serve.index("--speculative-config") + 1])["method"] == "deepseek_mtp"
+
+
+def test_running_container_got_the_rendered_argv(host):
+    name = "sparkfleet-vllm-%s" % role_of(host)
+    args = json.loads(host.check_output("docker inspect --format '{{json .Args}}' %s" % name))
+    assert args == launch(host)["argv"][-len(args):]
+
+
+def test_env_file_is_private_and_forbids_fork(host):
+    env = host.file("/etc/sparkfleet/sparkfleet-vllm-%s.env" % role_of(host))
+    assert env.mode == 0o600
+    assert "VLLM_WORKER_MULTIPROC_METHOD=spawn" in env.content_string
+
+
+def test_unit_is_verified_and_names_existing_programs(host):
+    unit = "/etc/systemd/system/sparkfleet-vllm-%s.service" % role_of(host)
+    host.run_expect([0], "/usr/local/libexec/sparkfleet/sparkfleet-verify-unit %s %s"
+                    % (unit, unit.rsplit("/", 1)[1]))
+
+
+@pytest.mark.parametrize("prompt, expected", [("What is 17 + 25? Answer with the number only.", "42")])
+def test_head_answers_a_chat_completion(host, prompt, expected):
+    if role_of(host) != "head":
+        pytest.skip("the worker is headless")
+    body = json.dumps({"model": "deepseek-v4-flash", "temperature": 0, "max_tokens": 16,
+                       "messages": [{"role": "user", "content": prompt}]})
+    out = host.check_output("curl -sf http://127.0.0.1:8000/v1/chat/completions "
+                            "-H 'Content-Type: application/json' -d '%s'" % body)
+    assert expected in json.loads(out)["choices"][0]["message"]["content"]

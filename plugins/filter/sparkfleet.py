@@ -1,0 +1,81 @@
+# -*- coding: utf-8 -*-
+"""Jinja filters exposing sparkfleet's topology and launch-argument logic.
+
+The logic lives in plugins/module_utils (pure Python, unit tested); these
+filters only translate its errors into AnsibleFilterError so a bad inventory
+or profile stops the play on the controller, before any host is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ansible.errors import AnsibleFilterError
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
+
+import sparkfleet_topology as topology  # noqa: E402  pylint: disable=wrong-import-position
+import sparkfleet_vllm_args as vllm_args  # noqa: E402  pylint: disable=wrong-import-position
+
+
+# Only these inventory facts feed the topology. Reading whole hostvars would
+# template every variable of every host, including the ones derived from here.
+TOPOLOGY_KEYS = ("sparkfleet_pair", "sparkfleet_node_role", "sparkfleet_fabric_address")
+
+
+def _nodes(hostvars, hosts):
+    return {h: {k: hostvars[h].get(k) for k in TOPOLOGY_KEYS} for h in hosts}
+
+
+def sparkfleet_pairs(hostvars, hosts):
+    """{pair: {head, worker, master_addr}} for the hosts of sparkfleet_nodes."""
+    try:
+        return topology.build_pairs(_nodes(hostvars, hosts))
+    except topology.TopologyError as exc:
+        raise AnsibleFilterError("sparkfleet inventory: %s" % exc)
+
+
+def sparkfleet_node(hostvars, hosts, host):
+    """This host's place in the fleet: pair, role, rank, peer, master address."""
+    try:
+        return topology.node_view(topology.build_pairs(_nodes(hostvars, hosts)), host)
+    except topology.TopologyError as exc:
+        raise AnsibleFilterError("sparkfleet inventory: %s" % exc)
+
+
+def sparkfleet_serve_args(profile, node, service):
+    """The argv after `vllm serve` for this node, validated."""
+    try:
+        return vllm_args.render_serve_args(dict(profile), dict(node), dict(service))
+    except vllm_args.LaunchConfigError as exc:
+        raise AnsibleFilterError("sparkfleet launch settings: %s" % exc)
+
+
+def sparkfleet_env_lines(env, node_ip=None):
+    """Validated `NAME=value` lines for a docker --env-file."""
+    try:
+        return ["%s=%s" % pair for pair in vllm_args.render_env(dict(env or {}), node_ip)]
+    except vllm_args.LaunchConfigError as exc:
+        raise AnsibleFilterError("sparkfleet launch settings: %s" % exc)
+
+
+def sparkfleet_unknown_flags(args, help_text):
+    """Flags in args that the image's `vllm serve --help` does not list."""
+    try:
+        return vllm_args.unknown_flags(list(args), str(help_text))
+    except vllm_args.LaunchConfigError as exc:
+        raise AnsibleFilterError("sparkfleet flag check: %s" % exc)
+
+
+class FilterModule:
+    """sparkfleet filters."""
+
+    def filters(self):
+        return {
+            "sparkfleet_pairs": sparkfleet_pairs,
+            "sparkfleet_node": sparkfleet_node,
+            "sparkfleet_serve_args": sparkfleet_serve_args,
+            "sparkfleet_env_lines": sparkfleet_env_lines,
+            "sparkfleet_unknown_flags": sparkfleet_unknown_flags,
+        }

@@ -1,0 +1,106 @@
+import json
+
+import pytest
+
+from sparkfleet_vllm_args import (LaunchConfigError, parse_help_flags, render_env,
+                                  render_serve_args, unknown_flags)
+
+HEAD = {"pair": "a", "role": "head", "rank": 0, "nnodes": 2, "master_addr": "10.0.0.1"}
+WORKER = {"pair": "a", "role": "worker", "rank": 1, "nnodes": 2, "master_addr": "10.0.0.1"}
+SERVICE = {"model": "deepseek-ai/DeepSeek-V4-Flash", "served_model_name": "deepseek-v4-flash",
+           "api_host": "0.0.0.0", "api_port": 8000, "master_port": 29501, "shutdown_timeout": 60}
+PROFILE = {
+    "max_model_len": 131072, "max_num_seqs": 8, "gpu_memory_utilization": 0.88,
+    "kv_cache_dtype": "fp8", "block_size": 256, "enable_prefix_caching": True,
+    "enable_expert_parallel": True,
+    "speculative_config": {"method": "deepseek_mtp", "num_speculative_tokens": 2},
+    "compilation_config": {"cudagraph_mode": "FULL_AND_PIECEWISE", "custom_ops": ["all"]},
+    "generation": {"temperature": 0.6, "top_p": 0.95},
+}
+
+
+def value_of(args, flag):
+    return args[args.index(flag) + 1]
+
+
+def test_head_args_serve_the_api_and_are_rank_0():
+    args = render_serve_args(PROFILE, HEAD, SERVICE)
+    assert args[0] == "deepseek-ai/DeepSeek-V4-Flash"
+    assert "--headless" not in args
+    assert value_of(args, "--node-rank") == "0"
+    assert value_of(args, "--nnodes") == "2"
+    assert value_of(args, "--master-addr") == "10.0.0.1"
+    assert value_of(args, "--distributed-executor-backend") == "mp"
+    assert value_of(args, "--port") == "8000"
+    assert value_of(args, "--served-model-name") == "deepseek-v4-flash"
+
+
+def test_worker_args_are_headless_rank_1_without_api():
+    args = render_serve_args(PROFILE, WORKER, SERVICE)
+    assert "--headless" in args
+    assert value_of(args, "--node-rank") == "1"
+    assert "--port" not in args and "--served-model-name" not in args
+
+
+def test_json_flags_are_single_argv_elements_that_parse_back():
+    args = render_serve_args(PROFILE, HEAD, SERVICE)
+    spec = value_of(args, "--speculative-config")
+    assert json.loads(spec) == {"method": "deepseek_mtp", "num_speculative_tokens": 2}
+    assert json.loads(value_of(args, "--compilation-config"))["custom_ops"] == ["all"]
+    assert json.loads(value_of(args, "--override-generation-config"))["top_p"] == 0.95
+    assert value_of(args, "--generation-config") == "vllm"
+
+
+def test_enforce_eager_needs_explicit_permission():
+    with pytest.raises(LaunchConfigError, match="--enforce-eager disables CUDA graphs"):
+        render_serve_args({**PROFILE, "enforce_eager": True}, HEAD, SERVICE)
+    args = render_serve_args({**PROFILE, "enforce_eager": True}, HEAD, {**SERVICE, "allow_enforce_eager": True})
+    assert "--enforce-eager" in args
+
+
+@pytest.mark.parametrize("extra", [["--headless"], ["--node-rank", "1"], ["--master-port=1"]])
+def test_extra_args_cannot_override_topology(extra):
+    with pytest.raises(LaunchConfigError, match="extra_args may not set"):
+        render_serve_args({**PROFILE, "extra_args": extra}, HEAD, SERVICE)
+
+
+def test_rank_must_match_role():
+    with pytest.raises(LaunchConfigError, match="rank 1 does not match role head"):
+        render_serve_args(PROFILE, {**HEAD, "rank": 1}, SERVICE)
+    with pytest.raises(LaunchConfigError, match="outside 0..1"):
+        render_serve_args(PROFILE, {**WORKER, "rank": 2, "role": "worker"}, SERVICE)
+
+
+def test_json_flag_must_be_a_mapping():
+    with pytest.raises(LaunchConfigError, match="--speculative-config must be a mapping"):
+        render_serve_args({**PROFILE, "speculative_config": '{method:mtp}'}, HEAD, SERVICE)
+
+
+def test_env_refuses_fork_and_adds_host_ip():
+    with pytest.raises(LaunchConfigError, match="ShmRingBuffer"):
+        render_env({"VLLM_WORKER_MULTIPROC_METHOD": "fork"})
+    env = dict(render_env({"B": 1, "A": True}, "10.0.0.2"))
+    assert env == {"A": "1", "B": "1", "VLLM_HOST_IP": "10.0.0.2"}
+    with pytest.raises(LaunchConfigError, match="newline"):
+        render_env({"A": "x\ny"})
+    with pytest.raises(LaunchConfigError, match="not a valid variable name"):
+        render_env({"A-B": "x"})
+
+
+HELP = """usage: vllm serve [-h] [--host HOST] [--port PORT]
+options:
+  -h, --help            show this help message and exit
+  --host HOST           host name
+  --port PORT           port
+  --enable-prefix-caching, --no-enable-prefix-caching
+  --speculative-config SPECULATIVE_CONFIG, -sc SPECULATIVE_CONFIG
+                        --not-a-flag mentioned in prose
+"""
+
+
+def test_help_parsing_and_unknown_flags():
+    assert parse_help_flags(HELP) == {"--help", "--host", "--port", "--enable-prefix-caching",
+                                      "--no-enable-prefix-caching", "--speculative-config"}
+    assert unknown_flags(["m", "--port", "1", "--bogus-flag", "--host=x"], HELP) == ["--bogus-flag"]
+    with pytest.raises(LaunchConfigError):
+        unknown_flags(["--port"], "no flags here")

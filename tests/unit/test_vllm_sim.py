@@ -1,0 +1,345 @@
+"""Tests for the vLLM simulator test double (lab/vllm_sim)."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+SIM_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "lab", "vllm_sim"))
+if SIM_ROOT not in sys.path:
+    sys.path.insert(0, SIM_ROOT)
+
+from vllm_sim import VLLM_SIM_VERSION, textgen  # noqa: E402
+from vllm_sim.cli import parse_faults  # noqa: E402
+
+VLLM = os.path.join(SIM_ROOT, "bin", "vllm")
+MODEL = "deepseek-ai/DeepSeek-V4-Flash"
+CJK = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sim_env(**extra):
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith("VLLM_"):
+            del env[k]
+    env.update({"VLLM_SIM_START_DELAY": "0.5", "VLLM_SIM_TOKEN_DELAY": "0.001",
+                "VLLM_SIM_RENDEZVOUS_TIMEOUT": "20", "PYTHONUNBUFFERED": "1"})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_cli(*args, env=None, timeout=20):
+    return subprocess.run([sys.executable, VLLM, *args], capture_output=True, text=True,
+                          env=env or sim_env(), timeout=timeout)
+
+
+class Procs:
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.items = []
+
+    def start(self, name, args, env=None):
+        logf = open(self.tmp_path / f"{name}.log", "w+")
+        p = subprocess.Popen([sys.executable, VLLM, *args], stdout=logf,
+                             stderr=subprocess.STDOUT, env=env or sim_env())
+        p.logpath = self.tmp_path / f"{name}.log"
+        p.logfile = logf
+        self.items.append(p)
+        return p
+
+    def cleanup(self):
+        for p in self.items:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            p.logfile.close()
+
+
+@pytest.fixture
+def procs(tmp_path, request):
+    ps = Procs(tmp_path)
+    request.addfinalizer(ps.cleanup)
+    return ps
+
+
+def log_of(p):
+    return p.logpath.read_text(errors="replace")
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(
+        {"content-type": "application/json"} if data else {}, **(headers or {})))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_health(port, proc, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited rc={proc.returncode}:\n{log_of(proc)}")
+        try:
+            if http("GET", f"http://127.0.0.1:{port}/health", timeout=1)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"server not healthy in {timeout}s:\n{log_of(proc)}")
+
+
+def wait_exit(proc, timeout=15):
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"process still running after {timeout}s:\n{log_of(proc)}")
+
+
+def chat(port, content, **kw):
+    body = {"model": kw.pop("model", "dsv4"), "messages": [{"role": "user", "content": content}]}
+    body.update(kw)
+    return http("POST", f"http://127.0.0.1:{port}/v1/chat/completions", body)
+
+
+def metric_value(text, name, label_filter=""):
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label_filter in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+def single_node_args(port, *extra):
+    return ["serve", MODEL, "--served-model-name", "dsv4", "--host", "127.0.0.1",
+            "--port", str(port), *extra]
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_version():
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == VLLM_SIM_VERSION
+
+
+def test_help_lists_flags():
+    r = run_cli("serve", "--help")
+    assert r.returncode == 0
+    flags = set(re.findall(r"^\s+(--[a-z0-9-]+)", r.stdout, re.MULTILINE))
+    for f in ("--host", "--port", "--served-model-name", "--tensor-parallel-size", "--nnodes",
+              "--node-rank", "--master-addr", "--master-port", "--headless", "--kv-cache-dtype",
+              "--max-model-len", "--gpu-memory-utilization", "--enable-prefix-caching",
+              "--no-enable-prefix-caching", "--speculative-config", "--compilation-config",
+              "--shutdown-timeout", "--kv-transfer-config", "--safetensors-load-strategy",
+              "--api-key", "--reasoning-parser", "--tool-call-parser"):
+        assert f in flags, f
+
+
+def test_unknown_flag_exits_2():
+    r = run_cli("serve", MODEL, "--foo")
+    assert r.returncode == 2
+    assert "vllm serve: error: unrecognized arguments: --foo" in r.stderr
+
+
+def test_broken_json_exits_2_naming_flag():
+    bad = "{method:deepseek_mtp,num_speculative_tokens:2}"
+    r = run_cli("serve", MODEL, "--speculative-config", bad)
+    assert r.returncode == 2
+    assert f"argument --speculative-config: Value {bad} cannot be converted" in r.stderr
+
+
+def test_bad_gpu_memory_utilization():
+    assert run_cli("serve", MODEL, "--gpu-memory-utilization", "1.5").returncode == 2
+
+
+def test_headless_on_rank0_fails():
+    r = run_cli("serve", MODEL, "--headless")
+    assert r.returncode == 1
+    assert "--headless is only valid on node ranks > 0" in r.stderr
+
+
+def test_rank1_without_headless_fails():
+    r = run_cli("serve", MODEL, "-tp", "2", "--nnodes", "2", "--node-rank", "1",
+                "--master-addr", "127.0.0.1")
+    assert r.returncode == 1
+    assert "RuntimeError: node rank 1 started without --headless" in r.stderr
+
+
+def test_nnodes_requires_master_addr():
+    r = run_cli("serve", MODEL, "-tp", "2", "--nnodes", "2")
+    assert r.returncode == 1 and "--master-addr" in r.stderr
+
+
+def test_fork_multiproc_method_fails():
+    r = run_cli("serve", MODEL, env=sim_env(VLLM_WORKER_MULTIPROC_METHOD="fork"))
+    assert r.returncode == 1
+    assert r.stderr.strip().endswith(
+        "AttributeError: 'ShmRingBuffer' object has no attribute 'shared_memory'")
+
+
+def test_unknown_fault_fails():
+    r = run_cli("serve", MODEL, env=sim_env(VLLM_SIM_FAULT="bogus"))
+    assert r.returncode == 1 and "bogus" in r.stderr
+
+
+def test_fail_start_fault():
+    r = run_cli("serve", MODEL, "--port", str(free_port()), env=sim_env(VLLM_SIM_FAULT="fail_start"))
+    assert r.returncode == 1 and "CUDA error: out of memory" in r.stderr
+
+
+# --------------------------------------------------------------------------- textgen
+
+def test_textgen_known_answers_and_clean_output():
+    def gen(q, **kw):
+        toks, fin = textgen.generate(q, q, kw.pop("max_tokens", 200), **kw)
+        return "".join(toks), fin
+    assert "42" in gen("What is 17 + 25?")[0]
+    assert "Paris" in gen("What is the capital of France?")[0]
+    assert gen("Reply with the word OK")[0] == "OK"
+    text, fin = gen("Tell me about clusters.")
+    assert fin == "stop" and text == gen("Tell me about clusters.")[0]
+    assert not CJK.search(text) and "<" not in text
+    assert gen("Tell me about clusters.", max_tokens=3)[1] == "length"
+    assert CJK.search(gen("hi", faults={"garbled": True})[0])
+    assert "<tool_call>" in gen("hi", faults={"tool_xml": True})[0]
+    assert gen("hi", faults={"repeat": True}, max_tokens=50)[1] == "length"
+    assert parse_faults("garbled,crash_after=3,slow_start=1.5") == {
+        "garbled": True, "crash_after": 3, "slow_start": 1.5}
+
+
+# --------------------------------------------------------------------------- servers
+
+def test_two_node_cluster(procs):
+    http_port, master_port = free_port(), free_port()
+    common = ["serve", MODEL, "--served-model-name", "dsv4", "-tp", "2", "--nnodes", "2",
+              "--master-addr", "127.0.0.1", "--master-port", str(master_port),
+              "--kv-cache-dtype", "fp8", "--gpu-memory-utilization", "0.85",
+              "--max-model-len", "32768",
+              "--speculative-config", '{"method":"deepseek_mtp","num_speculative_tokens":2}']
+    worker = procs.start("worker", common + ["--node-rank", "1", "--headless"])
+    time.sleep(0.3)
+    head = procs.start("head", common + ["--host", "127.0.0.1", "--port", str(http_port)])
+    wait_health(http_port, head)
+    base = f"http://127.0.0.1:{http_port}"
+
+    code, body = http("GET", base + "/v1/models")
+    models = json.loads(body)
+    assert code == 200 and models["data"][0]["id"] == "dsv4"
+    assert models["data"][0]["max_model_len"] == 32768 and models["data"][0]["root"] == MODEL
+
+    code, m0 = http("GET", base + "/metrics")
+    m0 = m0.decode()
+    gen0 = metric_value(m0, "vllm:generation_tokens_total")
+
+    answers = []
+    for _ in range(2):
+        code, body = chat(http_port, "What is 17 + 25?", temperature=0)
+        assert code == 200
+        resp = json.loads(body)
+        assert resp["object"] == "chat.completion" and resp["choices"][0]["finish_reason"] == "stop"
+        assert resp["usage"]["completion_tokens"] > 0
+        answers.append(resp["choices"][0]["message"]["content"])
+    assert answers[0] == answers[1] and "42" in answers[0]
+
+    code, body = chat(http_port, "hi", model="nope")
+    assert code == 404 and json.loads(body)["error"]["type"] == "NotFoundError"
+
+    code, body = chat(http_port, "Say OK", stream=True)
+    text = body.decode()
+    assert code == 200 and text.rstrip().endswith("data: [DONE]")
+    chunks = [json.loads(line[6:]) for line in text.splitlines()
+              if line.startswith("data: {")]
+    assert len(chunks) >= 3 and chunks[0]["object"] == "chat.completion.chunk"
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert content == "OK"
+
+    code, m1 = http("GET", base + "/metrics")
+    m1 = m1.decode()
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                 "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total",
+                 "vllm:request_success_total", "vllm:e2e_request_latency_seconds_bucket",
+                 "vllm:time_to_first_token_seconds_count", "vllm:spec_decode_num_drafts_total",
+                 "vllm:spec_decode_num_accepted_tokens_total", 'model_name="dsv4"',
+                 "# TYPE vllm:e2e_request_latency_seconds histogram"):
+        assert name in m1, name
+    assert metric_value(m1, "vllm:generation_tokens_total") > gen0
+    assert metric_value(m1, "vllm:request_success_total", 'finished_reason="stop"') >= 3
+    assert metric_value(m1, "vllm:spec_decode_num_accepted_tokens_total") > 0
+
+    assert "GPU KV cache size: 360,858 tokens" in log_of(head)
+    assert "Running in headless mode" in log_of(worker)
+
+    worker.kill()
+    assert wait_exit(head) != 0
+    assert "died unexpectedly" in log_of(head)
+
+
+def test_head_fails_when_master_port_taken(procs):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        head = procs.start("head", ["serve", MODEL, "-tp", "2", "--nnodes", "2",
+                                    "--master-addr", "127.0.0.1", "--master-port", str(port),
+                                    "--port", str(free_port())])
+        assert wait_exit(head) == 1
+    assert "EADDRINUSE" in log_of(head) and f"port: {port}" in log_of(head)
+
+
+def test_head_times_out_without_worker(procs):
+    head = procs.start("head", ["serve", MODEL, "-tp", "2", "--nnodes", "2",
+                                "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+                                "--port", str(free_port())],
+                       env=sim_env(VLLM_SIM_RENDEZVOUS_TIMEOUT="1"))
+    assert wait_exit(head) == 1
+    assert "timed out waiting for 1 headless node(s)" in log_of(head)
+
+
+def test_garbled_fault_and_api_key(procs):
+    port = free_port()
+    head = procs.start("head", single_node_args(port, "--api-key", "sekrit"),
+                       env=sim_env(VLLM_SIM_FAULT="garbled"))
+    wait_health(port, head)
+    assert chat(port, "Tell me about the weather.")[0] == 401
+    code, body = http("POST", f"http://127.0.0.1:{port}/v1/chat/completions",
+                      {"model": "dsv4", "messages": [{"role": "user", "content": "Tell me a story"}]},
+                      headers={"Authorization": "Bearer sekrit"})
+    assert code == 200
+    assert CJK.search(json.loads(body)["choices"][0]["message"]["content"])
+
+
+def test_crash_after_one_request(procs):
+    port = free_port()
+    head = procs.start("head", single_node_args(port), env=sim_env(VLLM_SIM_FAULT="crash_after=1"))
+    wait_health(port, head)
+    code, body = http("POST", f"http://127.0.0.1:{port}/v1/completions",
+                      {"model": "dsv4", "prompt": "What is the capital of France?", "max_tokens": 20})
+    assert code == 200 and "Paris" in json.loads(body)["choices"][0]["text"]
+    assert wait_exit(head) == 1
+    assert "EngineDeadError" in log_of(head)
+
+
+def test_sigterm_drains_and_exits_zero(procs):
+    port = free_port()
+    head = procs.start("head", single_node_args(port))
+    wait_health(port, head)
+    head.send_signal(signal.SIGTERM)
+    assert wait_exit(head) == 0
