@@ -15,6 +15,7 @@ from ansible.errors import AnsibleFilterError
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
 
+import sparkfleet_memory as memory  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_topology as topology  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_vllm_args as vllm_args  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -68,6 +69,11 @@ def sparkfleet_unknown_flags(args, help_text):
         raise AnsibleFilterError("sparkfleet flag check: %s" % exc)
 
 
+def sparkfleet_min_free_kbytes(mem_total_bytes, ratio=0.025, floor_gib=1.0, ceiling_gib=5.0):
+    """vm.min_free_kbytes for a node of this RAM size (see sparkfleet_memory.min_free_kbytes)."""
+    return memory.min_free_kbytes(int(mem_total_bytes), float(ratio), float(floor_gib), float(ceiling_gib))
+
+
 class FilterModule:
     """sparkfleet filters."""
 
@@ -78,4 +84,5 @@ class FilterModule:
             "sparkfleet_serve_args": sparkfleet_serve_args,
             "sparkfleet_env_lines": sparkfleet_env_lines,
             "sparkfleet_unknown_flags": sparkfleet_unknown_flags,
+            "sparkfleet_min_free_kbytes": sparkfleet_min_free_kbytes,
         }

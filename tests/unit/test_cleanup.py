@@ -1,0 +1,99 @@
+"""The host cleanup script: shm leftovers, port holders, dry run, read-only caches."""
+
+import importlib.machinery
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "roles", "spark_host", "files", "sparkfleet-cleanup")
+loader = importlib.machinery.SourceFileLoader("sparkfleet_cleanup", SCRIPT)
+spec = importlib.util.spec_from_loader("sparkfleet_cleanup", loader)
+cleanup = importlib.util.module_from_spec(spec)
+loader.exec_module(cleanup)
+
+
+@pytest.fixture
+def shm(tmp_path):
+    shm_dir = tmp_path / "shm"
+    shm_dir.mkdir()
+    for name in ("psm_1a2b", "sem.mp-xyz", "keep-me", "psm_other"):
+        (shm_dir / name).write_bytes(b"x" * 1024)
+    return shm_dir
+
+
+def run(args, capsys):
+    rc = cleanup.main(args)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_dry_run_reports_and_changes_nothing(shm, tmp_path, capsys):
+    caches = tmp_path / "drop_caches"
+    caches.write_text("")
+    rc, out, _ = run(["--dry-run", "--shm-dir", str(shm), "--drop-caches-path", str(caches)], capsys)
+    assert rc == 0
+    assert "would remove 3 stale shared-memory file(s)" in out
+    assert "would sync and drop the page cache" in out
+    assert sorted(os.listdir(shm)) == ["keep-me", "psm_1a2b", "psm_other", "sem.mp-xyz"]
+    assert caches.read_text() == ""
+
+
+def test_real_run_cleans_and_second_run_is_a_noop(shm, tmp_path, capsys):
+    caches = tmp_path / "drop_caches"
+    caches.write_text("")
+    rc, out, _ = run(["--shm-dir", str(shm), "--drop-caches-path", str(caches)], capsys)
+    assert rc == 0 and "did remove 3 stale shared-memory file(s)" in out
+    assert os.listdir(shm) == ["keep-me"]
+    assert caches.read_text() == "3\n"
+    rc, out, _ = run(["--shm-dir", str(shm), "--no-drop-caches"], capsys)
+    assert rc == 0 and "nothing to clean" in out
+
+
+def test_read_only_drop_caches_is_reported_not_fatal(shm, capsys):
+    rc, out, _ = run(["--shm-dir", str(shm), "--drop-caches-path", "/nonexistent/drop_caches"], capsys)
+    assert rc == 0 and "cannot drop the page cache" in out
+
+
+def test_port_held_by_non_vllm_fails_without_killing(capsys):
+    listener = subprocess.Popen([sys.executable, "-c",
+                                 "import socket,time;s=socket.socket();s.bind(('127.0.0.1',0));s.listen();"
+                                 "print(s.getsockname()[1],flush=True);time.sleep(60)"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(listener.stdout.readline())
+        rc, _, err = run(["--port", str(port), "--no-drop-caches", "--shm-dir", "/nonexistent"], capsys)
+        assert rc == 1
+        assert "port %d is held by pid %d" % (port, listener.pid) in err
+        assert listener.poll() is None
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+def test_orphan_vllm_worker_holding_the_port_is_stopped(capsys):
+    listener = subprocess.Popen([sys.executable, "-c",
+                                 "import socket,time,sys;s=socket.socket();s.bind(('127.0.0.1',0));s.listen();"
+                                 "print(s.getsockname()[1],flush=True);time.sleep(60)", "VLLM::Worker_TP1"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(listener.stdout.readline())
+        rc, out, _ = run(["--port", str(port), "--no-drop-caches", "--shm-dir", "/nonexistent"], capsys)
+        assert rc == 0
+        assert "did stop orphan vLLM process %d" % listener.pid in out
+        assert listener.wait(timeout=10) != 0
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+
+
+def test_listening_inodes_parse_proc(tmp_path):
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "tcp").write_text(
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        "   0: 00000000:7329 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1\n"
+        "   1: 00000000:1F40 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4343 1\n")
+    assert cleanup.listening_inodes({29481, 8000}, str(tmp_path)) == {"4242": 29481}
