@@ -97,3 +97,28 @@ def test_listening_inodes_parse_proc(tmp_path):
         "   0: 00000000:7329 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1\n"
         "   1: 00000000:1F40 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4343 1\n")
     assert cleanup.listening_inodes({29481, 8000}, str(tmp_path)) == {"4242": 29481}
+
+
+READAHEAD = os.path.join(os.path.dirname(__file__), "..", "..", "roles", "spark_host", "files", "sparkfleet-readahead")
+
+
+def test_readahead_load_and_restore(tmp_path):
+    for disk in ("nvme0n1", "nvme1n1"):
+        (tmp_path / disk / "queue").mkdir(parents=True)
+        (tmp_path / disk / "queue" / "read_ahead_kb").write_text("128\n")
+    (tmp_path / "sda" / "queue").mkdir(parents=True)
+    (tmp_path / "sda" / "queue" / "read_ahead_kb").write_text("4096\n")
+    out = subprocess.run([sys.executable, READAHEAD, "load", "--sys-block", str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "nvme0n1 read-ahead set to 8 KiB" in out
+    assert (tmp_path / "nvme1n1" / "queue" / "read_ahead_kb").read_text() == "8\n"
+    assert (tmp_path / "sda" / "queue" / "read_ahead_kb").read_text() == "4096\n"
+    subprocess.run([sys.executable, READAHEAD, "restore", "--kb", "128", "--sys-block", str(tmp_path)],
+                   capture_output=True, text=True, check=True)
+    assert (tmp_path / "nvme0n1" / "queue" / "read_ahead_kb").read_text() == "128\n"
+
+
+def test_readahead_never_fails_on_read_only_sys(tmp_path):
+    result = subprocess.run([sys.executable, READAHEAD, "load", "--sys-block", str(tmp_path / "none")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "no NVMe disks" in result.stdout
