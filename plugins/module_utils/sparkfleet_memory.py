@@ -1,3 +1,4 @@
+#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 """Memory arithmetic for GB10's unified memory, and the start-up preflight.
 
