@@ -53,6 +53,11 @@ def sparkfleet_serve_args(profile, node, service):
         raise AnsibleFilterError("sparkfleet launch settings: %s" % exc)
 
 
+def sparkfleet_profile_errors(profile, name):
+    """Problems with a composed launch profile (types, ranges, allowed values); [] when valid."""
+    return vllm_args.profile_errors(str(name), dict(profile))
+
+
 def sparkfleet_env_lines(env, node_ip=None):
     """Validated `NAME=value` lines for a docker --env-file."""
     try:
@@ -83,6 +88,7 @@ class FilterModule:
             "sparkfleet_node": sparkfleet_node,
             "sparkfleet_serve_args": sparkfleet_serve_args,
             "sparkfleet_env_lines": sparkfleet_env_lines,
+            "sparkfleet_profile_errors": sparkfleet_profile_errors,
             "sparkfleet_unknown_flags": sparkfleet_unknown_flags,
             "sparkfleet_min_free_kbytes": sparkfleet_min_free_kbytes,
         }

@@ -211,3 +211,89 @@ def unknown_flags(args, help_text):
     if not known:
         raise LaunchConfigError("could not read any flag from `vllm serve --help` output")
     return [f for f in flags_in_args(args) if f not in known]
+
+
+# The profile's argument spec: type, allowed values and ranges per field.
+# Checked on the controller before any host is touched.
+PROFILE_SPEC = {
+    "description": {"type": str},
+    "model": {"type": str},
+    "tensor_parallel_size": {"type": int, "min": 1, "max": 8},
+    "pipeline_parallel_size": {"type": int, "min": 1, "max": 8},
+    "max_model_len": {"type": int, "min": 1024, "max": 1048576},
+    "max_num_seqs": {"type": int, "min": 1, "max": 256},
+    "max_num_batched_tokens": {"type": int, "min": 256, "max": 131072},
+    "gpu_memory_utilization": {"type": float, "min": 0.1, "max": 0.95},
+    "kv_cache_dtype": {"type": str, "choices": ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "nvfp4_ds_mla", "bfloat16")},
+    "block_size": {"type": int, "choices": (16, 32, 64, 128, 256)},
+    "enable_prefix_caching": {"type": bool},
+    "trust_remote_code": {"type": bool},
+    "enable_expert_parallel": {"type": bool},
+    "enable_auto_tool_choice": {"type": bool},
+    "enforce_eager": {"type": bool},
+    "tokenizer_mode": {"type": str},
+    "tool_call_parser": {"type": str},
+    "reasoning_parser": {"type": str},
+    "load_format": {"type": str, "choices": ("auto", "safetensors", "instanttensor", "fastsafetensors")},
+    "safetensors_load_strategy": {"type": str, "choices": ("lazy", "eager", "prefetch")},
+    "speculative_config": {"type": dict},
+    "compilation_config": {"type": dict},
+    "generation": {"type": dict},
+    "env": {"type": dict},
+    "extra_args": {"type": list},
+    "min_kv_cache_tokens": {"type": int, "min": 0},
+    "min_spec_acceptance": {"type": float, "min": 0.0, "max": 16.0},
+}
+SPECULATIVE_METHODS = ("deepseek_mtp", "mtp", "dspark", "eagle", "eagle3", "ngram")
+JSON_FLAG_NAMES = frozenset(flag for _, flag in JSON_FLAGS) | {
+    "--override-generation-config", "--hf-overrides", "--kv-transfer-config", "-cc", "-sc"}
+
+
+def profile_errors(name, profile):
+    """Every problem with a composed profile, as messages naming the field."""
+    errors = []
+    for key in sorted(profile):
+        rule = PROFILE_SPEC.get(key)
+        value = profile[key]
+        where = "profile %s: %s" % (name, key)
+        if rule is None:
+            errors.append("%s is not a profile setting (known: %s)" % (where, ", ".join(sorted(PROFILE_SPEC))))
+            continue
+        if value is None:
+            continue
+        kind = rule["type"]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+            errors.append("%s must be %s, got %r" % (where, kind.__name__, profile[key]))
+            continue
+        if "choices" in rule and value not in rule["choices"]:
+            errors.append("%s is %r; allowed: %s" % (where, value, ", ".join(map(str, rule["choices"]))))
+        if "min" in rule and value < rule["min"]:
+            errors.append("%s is %s, below the minimum %s" % (where, value, rule["min"]))
+        if "max" in rule and value > rule["max"]:
+            errors.append("%s is %s, above the maximum %s" % (where, value, rule["max"]))
+    spec = profile.get("speculative_config")
+    if isinstance(spec, dict) and spec:
+        if spec.get("method") not in SPECULATIVE_METHODS:
+            errors.append("profile %s: speculative_config.method is %r; allowed: %s"
+                          % (name, spec.get("method"), ", ".join(SPECULATIVE_METHODS)))
+        tokens = spec.get("num_speculative_tokens")
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or not 1 <= tokens <= 8:
+            errors.append("profile %s: speculative_config.num_speculative_tokens must be 1..8, got %r"
+                          % (name, tokens))
+    extra = profile.get("extra_args") or []
+    if isinstance(extra, list):
+        for i, arg in enumerate(extra):
+            flag = str(arg).split("=", 1)[0]
+            if flag in JSON_FLAG_NAMES:
+                value = str(arg).split("=", 1)[1] if "=" in str(arg) else (str(extra[i + 1]) if i + 1 < len(extra) else "")
+                try:
+                    parsed = json.loads(value)
+                except ValueError as exc:
+                    errors.append("profile %s: extra_args %s value %r is not valid JSON (%s); "
+                                  "write it as YAML data in the profile instead" % (name, flag, value, exc))
+                    continue
+                if not isinstance(parsed, dict):
+                    errors.append("profile %s: extra_args %s value must be a JSON object" % (name, flag))
+    return errors

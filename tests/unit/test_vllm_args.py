@@ -104,3 +104,51 @@ def test_help_parsing_and_unknown_flags():
     assert unknown_flags(["m", "--port", "1", "--bogus-flag", "--host=x"], HELP) == ["--bogus-flag"]
     with pytest.raises(LaunchConfigError):
         unknown_flags(["--port"], "no flags here")
+
+
+def shipped_profiles():
+    import os
+    import yaml
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "group_vars", "all", "profiles.yml")
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    return data["sparkfleet_profile_defaults"], data["sparkfleet_profiles"]
+
+
+def compose(defaults, profile):
+    merged = dict(defaults)
+    for key, value in profile.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def test_shipped_profiles_are_valid_and_render_for_both_ranks():
+    from sparkfleet_vllm_args import profile_errors
+    defaults, profiles = shipped_profiles()
+    assert set(profiles) == {"latency", "balanced", "throughput", "long_context_1m"}
+    for name, profile in profiles.items():
+        composed = compose(defaults, profile)
+        assert profile_errors(name, composed) == []
+        for node in (HEAD, WORKER):
+            render_serve_args(composed, node, SERVICE)
+        render_env(composed["env"])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"gpu_memory_utilization": 0.99}, "gpu_memory_utilization is 0.99, above the maximum 0.95"),
+    ({"max_num_seqs": "8"}, "max_num_seqs must be int, got '8'"),
+    ({"kv_cache_dtype": "fp4"}, "kv_cache_dtype is 'fp4'; allowed:"),
+    ({"block_size": 100}, "block_size is 100; allowed:"),
+    ({"enable_expert_parallel": 1}, "enable_expert_parallel must be bool"),
+    ({"max_num_batched_tokens": True}, "max_num_batched_tokens must be int"),
+    ({"max_model_len_typo": 1}, "max_model_len_typo is not a profile setting"),
+    ({"speculative_config": {"method": "mtp3", "num_speculative_tokens": 2}}, "speculative_config.method is 'mtp3'"),
+    ({"speculative_config": {"method": "mtp", "num_speculative_tokens": 0}}, "num_speculative_tokens must be 1..8"),
+    ({"extra_args": ["--hf-overrides", "{rope_scaling:x}"]}, "extra_args --hf-overrides value '{rope_scaling:x}' is not valid JSON"),
+    ({"extra_args": ["--kv-transfer-config=[1]"]}, "value must be a JSON object"),
+])
+def test_profile_spec_refuses_bad_values_with_the_field(change, message):
+    from sparkfleet_vllm_args import profile_errors
+    defaults, profiles = shipped_profiles()
+    errors = profile_errors("balanced", {**compose(defaults, profiles["balanced"]), **change})
+    assert any(message in e for e in errors), errors
