@@ -1,0 +1,76 @@
+"""Fixtures for tests that run against the converged local lab.
+
+scripts/test brings the lab up and converges it with site.yml before running
+these; they fail (not skip) when the lab is missing.
+"""
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+INVENTORY = os.path.join(ROOT, "inventory", "lab", "hosts.yml")
+PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
+
+
+@pytest.fixture(scope="session")
+def lab():
+    if not os.path.exists(INVENTORY):
+        pytest.fail("the lab is not up: run `lab/sparkfleet-lab up` and `make deploy` first")
+    with open(INVENTORY, encoding="utf-8") as handle:
+        inventory = yaml.safe_load(handle)
+    nodes = inventory["all"]["children"]["sparkfleet_nodes"]["hosts"]
+    pairs = {}
+    for name, hv in nodes.items():
+        pairs.setdefault(hv["sparkfleet_pair"], {})[hv["sparkfleet_node_role"]] = dict(hv, name=name)
+    return pairs
+
+
+def docker_exec(container, *cmd, check=True):
+    return subprocess.run(["docker", "exec", container] + list(cmd), capture_output=True, text=True, check=check)
+
+
+def unit_of(node):
+    return "sparkfleet-vllm-%s" % node["sparkfleet_node_role"]
+
+
+def main_pid(node):
+    out = docker_exec(node["ansible_host"], "systemctl", "show", "-p", "MainPID", "--value", unit_of(node)).stdout
+    return int(out.strip() or 0)
+
+
+def playbook(*args, timeout=900):
+    """Run an ansible-playbook from the repo root against the lab; return (rc, output)."""
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
+    result = subprocess.run([PLAYBOOK, "-i", "inventory/lab"] + list(args), cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
+
+
+def chat(address, prompt="What is 17 + 25? Answer with the number only.", timeout=30, port=8000):
+    body = json.dumps({"model": "deepseek-v4-flash", "temperature": 0, "max_tokens": 16,
+                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    request = urllib.request.Request("http://%s:%d/v1/chat/completions" % (address, port), data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)["choices"][0]["message"]["content"]
+
+
+def wait_serving(address, deadline_s=300, port=8000):
+    """Seconds until the head answers a correct completion; fails after deadline_s."""
+    start = time.monotonic()
+    last = None
+    while time.monotonic() - start < deadline_s:
+        try:
+            if "42" in chat(address, timeout=10, port=port):
+                return time.monotonic() - start
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+            last = exc
+        time.sleep(1)
+    pytest.fail("%s:%d did not serve within %ds (last error: %s)" % (address, port, deadline_s, last))

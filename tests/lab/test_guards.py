@@ -1,0 +1,67 @@
+"""Each launch guard, triggered against the converged lab: the play (or the
+unit) fails with the intended message and the running service is left as it was."""
+
+import json
+
+import pytest
+
+from conftest import docker_exec, main_pid, playbook, unit_of, wait_serving
+
+GUARDS = [
+    ("unknown flag",
+     {"sparkfleet_profile_overrides": {"extra_args": ["--bogus-flag"]}},
+     "does not know --bogus-flag"),
+    ("invalid JSON (quotes lost)",
+     {"sparkfleet_profile_overrides": {"extra_args": ["--hf-overrides", "{rope_scaling:yarn}"]}},
+     "extra_args --hf-overrides value '{rope_scaling:yarn}' is not valid JSON"),
+    ("JSON flag given as a string",
+     {"sparkfleet_profile_overrides": {"speculative_config": "{method:deepseek_mtp,num_speculative_tokens:2}"}},
+     "speculative_config must be dict"),
+    ("forbidden env",
+     {"sparkfleet_profile_overrides": {"env": {"VLLM_WORKER_MULTIPROC_METHOD": "fork"}}},
+     "VLLM_WORKER_MULTIPROC_METHOD=fork is refused"),
+    ("enforce-eager without permission",
+     {"sparkfleet_profile_overrides": {"enforce_eager": True}},
+     "--enforce-eager disables CUDA graphs"),
+    ("headless forced on the head",
+     {"sparkfleet_profile_overrides": {"extra_args": ["--headless"]}},
+     "extra_args may not set --headless"),
+    ("rank mismatch (two heads in a pair)",
+     {"sparkfleet_node_role": "head"},
+     "pair a has 2 head node(s)"),
+    ("profile value out of range",
+     {"sparkfleet_profile_overrides": {"gpu_memory_utilization": 0.99}},
+     "gpu_memory_utilization is 0.99, above the maximum 0.95"),
+    ("ghost ExecStartPre program",
+     {"spark_service_pre_start_commands": ["/opt/gone/fix-memory.sh"]},
+     "/opt/gone/fix-memory.sh, which does not exist or is not executable"),
+]
+
+
+@pytest.mark.parametrize("name, extra_vars, message", GUARDS, ids=[g[0] for g in GUARDS])
+def test_guard_fails_the_play_and_keeps_the_service(lab, name, extra_vars, message):
+    nodes = [node for pair in lab.values() for node in pair.values()]
+    before = {n["name"]: main_pid(n) for n in nodes}
+    rc, output = playbook("site.yml", "-e", json.dumps(extra_vars))
+    assert rc != 0, "%s: the play succeeded" % name
+    assert message in output.replace("\n", " ").replace("  ", " ") or message in output, output[-3000:]
+    after = {n["name"]: main_pid(n) for n in nodes}
+    assert before == after and all(after.values()), "%s: a running unit was restarted" % name
+
+
+def test_unit_refuses_to_start_when_its_launcher_disappears(lab):
+    """The 127-all-day failure: a unit whose program is gone fails once, clearly."""
+    worker, head = lab["b"]["worker"], lab["b"]["head"]
+    container = worker["ansible_host"]
+    launcher = "/usr/local/libexec/sparkfleet/sparkfleet-launch"
+    docker_exec(container, "mv", launcher, launcher + ".moved")
+    try:
+        result = docker_exec(container, "systemctl", "restart", unit_of(worker), check=False)
+        assert result.returncode != 0
+        journal = docker_exec(container, "journalctl", "-u", unit_of(worker), "-n", "30", "--no-pager").stdout
+        assert "AssertFileIsExecutable=%s" % launcher in journal or "Assertion failed" in journal, journal
+    finally:
+        docker_exec(container, "mv", launcher + ".moved", launcher)
+        docker_exec(container, "systemctl", "reset-failed", unit_of(worker), check=False)
+        docker_exec(container, "systemctl", "start", unit_of(worker))
+    wait_serving(head["sparkfleet_mgmt_address"], deadline_s=300)
