@@ -74,3 +74,14 @@ def wait_serving(address, deadline_s=300, port=8000):
             last = exc
         time.sleep(1)
     pytest.fail("%s:%d did not serve within %ds (last error: %s)" % (address, port, deadline_s, last))
+
+
+@pytest.fixture(scope="session")
+def endpoint():
+    """Management address of the lab's fleet endpoint (HAProxy) host."""
+    with open(INVENTORY, encoding="utf-8") as handle:
+        inventory = yaml.safe_load(handle)
+    hosts = inventory["all"]["children"].get("sparkfleet_endpoint", {}).get("hosts", {})
+    if not hosts:
+        pytest.fail("the lab has no endpoint host")
+    return next(iter(hosts.values()))["sparkfleet_mgmt_address"]

@@ -1,0 +1,79 @@
+"""Rolling restarts of the 2-pair lab through the fleet endpoint: under load
+with no failed request, and two failing rollouts that roll back by themselves."""
+
+import json
+import re
+import subprocess
+import time
+
+from conftest import chat, docker_exec, main_pid, playbook
+from loadgen import LoadGenerator
+
+START_DELAY = 5.0  # the lab's VLLM_SIM_START_DELAY (inventory/lab/group_vars)
+ROLLOUT_GATE = json.dumps({"spark_health_startup_timeout": 60})
+
+
+def endpoint_url(lab_endpoint):
+    return "http://%s:%d" % (lab_endpoint, 8000)
+
+
+def per_pair_seconds(output):
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"pair (\w+) rolled and gated in ([\d.]+) s", output)}
+
+
+def test_rollout_under_load_drops_no_request(lab, endpoint, record_property):
+    load = LoadGenerator(endpoint_url(endpoint), workers=4, max_seconds=900).start()
+    time.sleep(3)
+    started = time.monotonic()
+    rc, output = playbook("playbooks/rolling_restart.yml", "-e", ROLLOUT_GATE)
+    rollout_s = time.monotonic() - started
+    time.sleep(3)
+    summary = load.stop()
+    pairs = per_pair_seconds(output)
+    report = dict(summary, rollout_s=round(rollout_s, 1),
+                  per_pair_s=pairs, per_pair_beyond_start_delay_s={p: round(s - START_DELAY, 1) for p, s in pairs.items()})
+    print("rollout under load:", json.dumps(report))
+    for key in ("sent", "failed", "p50_s", "p99_s", "rollout_s"):
+        record_property(key, report[key])
+    assert rc == 0, output[-3000:]
+    assert set(pairs) == set(lab), pairs
+    assert summary["sent"] > 20
+    assert summary["failed"] == 0, summary["failures"]
+
+
+def _rolled_back(lab, output, failed_check):
+    head_a, head_b = lab["a"]["head"], lab["b"]["head"]
+    assert "Rollout stopped at pair a" in output, output[-3000:]
+    assert failed_check in output, output[-3000:]
+    assert "42" in chat(head_a["sparkfleet_mgmt_address"])
+
+
+def test_garbled_output_is_rolled_back(lab, endpoint):
+    untouched = {role: main_pid(node) for role, node in lab["b"].items()}
+    bad = json.dumps({"spark_health_startup_timeout": 60,
+                      "spark_service_env_extra": {"VLLM_SIM_START_DELAY": "5", "VLLM_SIM_FAULT": "garbled"}})
+    rc, output = playbook("playbooks/rolling_restart.yml", "-e", bad)
+    assert rc != 0
+    _rolled_back(lab, output, "clean-output")
+    env = docker_exec(lab["a"]["head"]["ansible_host"], "cat", "/etc/sparkfleet/sparkfleet-vllm-head.env").stdout
+    assert "VLLM_SIM_FAULT" not in env
+    assert {role: main_pid(node) for role, node in lab["b"].items()} == untouched
+
+
+def test_new_image_that_fails_to_start_is_rolled_back(lab, endpoint):
+    untouched = {role: main_pid(node) for role, node in lab["b"].items()}
+    for node in lab["a"].values():
+        # A "new image" whose vLLM dies during start-up.
+        subprocess.run(["docker", "exec", "-i", node["ansible_host"], "docker", "build", "-t",
+                        "sparkfleet/vllm-sim:broken", "-"],
+                       input="FROM sparkfleet/vllm-sim:latest\nENV VLLM_SIM_FAULT=fail_start\n",
+                       text=True, check=True, capture_output=True)
+    rc, output = playbook("playbooks/rolling_restart.yml", "-e",
+                          json.dumps({"spark_health_startup_timeout": 45, "sparkfleet_image_ref": "sparkfleet/vllm-sim:broken"}))
+    assert rc != 0
+    _rolled_back(lab, output, "health")
+    launch = json.loads(docker_exec(lab["a"]["head"]["ansible_host"], "cat",
+                                    "/etc/sparkfleet/sparkfleet-vllm-head.json").stdout)
+    assert launch["image_id"] != docker_exec(lab["a"]["head"]["ansible_host"], "docker", "image", "inspect",
+                                             "--format", "{{.Id}}", "sparkfleet/vllm-sim:broken").stdout.strip()
+    assert {role: main_pid(node) for role, node in lab["b"].items()} == untouched
