@@ -16,6 +16,7 @@ from ansible.errors import AnsibleFilterError
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
 
 import sparkfleet_memory as memory  # noqa: E402  pylint: disable=wrong-import-position
+import sparkfleet_overlay as overlay  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_topology as topology  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_vllm_args as vllm_args  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -79,11 +80,48 @@ def sparkfleet_min_free_kbytes(mem_total_bytes, ratio=0.025, floor_gib=1.0, ceil
     return memory.min_free_kbytes(int(mem_total_bytes), float(ratio), float(floor_gib), float(ceiling_gib))
 
 
+def sparkfleet_overlay(overlay_dir):
+    """The overlay in overlay_dir: validated manifest, its hashes, the applier's hash.
+
+    Reads manifest.yml on the controller; a bad manifest (missing field,
+    unparsable patch, missing source) stops the play before any build.
+    """
+    import yaml
+
+    path = os.path.join(overlay_dir, "manifest.yml")
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            manifest = yaml.safe_load(handle)
+        described = overlay.describe(manifest, overlay_dir)
+    except (OSError, yaml.YAMLError, overlay.OverlayError) as exc:
+        raise AnsibleFilterError("sparkfleet overlay: %s" % exc)
+    described["manifest"] = manifest
+    described["applier_sha256"] = overlay.sha256_file(overlay.__file__.replace(".pyc", ".py"))
+    return described
+
+
+def sparkfleet_content_tag(text, length=16):
+    """A tag derived from content: the first `length` hex digits of its sha256."""
+    return overlay.sha256_bytes(text.encode("utf-8"))[:length]
+
+
+def sparkfleet_repair_list(bad, manifest):
+    """Files a node must fetch: [{path, size, sha256}] for each bad file, from the reference manifest."""
+    missing = sorted(name for name in bad if name not in manifest)
+    if missing:
+        raise AnsibleFilterError("sparkfleet weights: %s not in the reference manifest" % ", ".join(missing))
+    return [{"path": name, "size": manifest[name]["size"], "sha256": manifest[name].get("sha256")}
+            for name in sorted(bad)]
+
+
 class FilterModule:
     """sparkfleet filters."""
 
     def filters(self):
         return {
+            "sparkfleet_overlay": sparkfleet_overlay,
+            "sparkfleet_content_tag": sparkfleet_content_tag,
+            "sparkfleet_repair_list": sparkfleet_repair_list,
             "sparkfleet_pairs": sparkfleet_pairs,
             "sparkfleet_node": sparkfleet_node,
             "sparkfleet_serve_args": sparkfleet_serve_args,

@@ -63,13 +63,19 @@ def test_garbled_output_is_rolled_back(lab, endpoint):
 def test_new_image_that_fails_to_start_is_rolled_back(lab, endpoint):
     untouched = {role: main_pid(node) for role, node in lab["b"].items()}
     for node in lab["a"].values():
-        # A "new image" whose vLLM dies during start-up.
+        # A "new image" whose vLLM dies during start-up. Workers receive only the
+        # built serving image, so make sure the simulator base is there first.
+        subprocess.run(["docker", "exec", node["ansible_host"], "sh", "-c",
+                        "docker image inspect sparkfleet/vllm-sim:latest >/dev/null 2>&1"
+                        " || docker load -q -i /opt/sparkfleet-lab/images/vllm-sim.tar"],
+                       check=True, capture_output=True)
         subprocess.run(["docker", "exec", "-i", node["ansible_host"], "docker", "build", "-t",
                         "sparkfleet/vllm-sim:broken", "-"],
                        input="FROM sparkfleet/vllm-sim:latest\nENV VLLM_SIM_FAULT=fail_start\n",
                        text=True, check=True, capture_output=True)
     rc, output = playbook("playbooks/rolling_restart.yml", "-e",
-                          json.dumps({"spark_health_startup_timeout": 45, "sparkfleet_image_ref": "sparkfleet/vllm-sim:broken"}))
+                          json.dumps({"spark_health_startup_timeout": 45, "sparkfleet_image_build": False,
+                                      "sparkfleet_image_ref": "sparkfleet/vllm-sim:broken"}))
     assert rc != 0
     _rolled_back(lab, output, "health")
     launch = json.loads(docker_exec(lab["a"]["head"]["ansible_host"], "cat",

@@ -54,3 +54,10 @@ def test_spark_meminfo_passes_the_preflight_for_every_profile():
     import sparkfleet_memory as mem
     info = mem.parse_meminfo(lib.SPARK_MEMINFO)
     assert mem.check(info, 0.88, 2.0)["mem_total_gib"] == 119.7
+
+
+def test_image_vars_pin_the_simulator_base_by_id():
+    import yaml
+    text = lib.render_image_vars("sparkfleet/vllm-sim:abc", "sha256:" + "1" * 64)
+    assert yaml.safe_load(text) == {"spark_image_base": "sparkfleet/vllm-sim:abc",
+                                    "spark_image_base_digest": "sha256:" + "1" * 64}

@@ -343,3 +343,20 @@ def test_sigterm_drains_and_exits_zero(procs):
     wait_health(port, head)
     head.send_signal(signal.SIGTERM)
     assert wait_exit(head) == 0
+
+
+def test_missing_local_checkpoint_fails_like_vllm(tmp_path):
+    r = run_cli("serve", str(tmp_path / "nothing"))
+    assert r.returncode == 1
+    assert "HFValidationError: Repo id must be in the form" in r.stderr
+
+
+def test_missing_shard_fails_at_load(tmp_path):
+    sys.path.insert(0, os.path.join(SIM_ROOT, ".."))
+    import sparkfleet_lab_lib as lab
+    lab.write_fixture_checkpoint(str(tmp_path / "ckpt"), (64, 64))
+    os.unlink(str(tmp_path / "ckpt" / "model-00002-of-00002.safetensors"))
+    r = run_cli("serve", str(tmp_path / "ckpt"))
+    assert r.returncode == 1
+    assert "FileNotFoundError: [Errno 2] No such file or directory" in r.stderr
+    assert "model-00002-of-00002.safetensors" in r.stderr

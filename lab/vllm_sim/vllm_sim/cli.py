@@ -195,6 +195,26 @@ def validate(args):
         return ("ValueError", f"max_model_len must be positive, got {args.max_model_len}")
     if args.shutdown_timeout < 0:
         return ("ValueError", "shutdown_timeout must be >= 0")
+    return check_local_model(args.model)
+
+
+def check_local_model(model):
+    """Like vLLM: a path that is not a checkpoint directory, or a missing shard, fails start-up."""
+    if not model.startswith(("/", "./")):
+        return None
+    if not os.path.isdir(model):
+        return ("huggingface_hub.errors.HFValidationError",
+                f"Repo id must be in the form 'repo_name' or 'namespace/repo_name': '{model}'. "
+                f"Use `repo_type` argument if needed.")
+    if not os.path.isfile(os.path.join(model, "config.json")):
+        return ("OSError", f"{model} does not appear to have a file named config.json.")
+    index = os.path.join(model, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index, "r", encoding="utf-8") as handle:
+            shards = sorted(set(json.load(handle).get("weight_map", {}).values()))
+        for shard in shards:
+            if not os.path.isfile(os.path.join(model, shard)):
+                return ("FileNotFoundError", f"[Errno 2] No such file or directory: '{os.path.join(model, shard)}'")
     return None
 
 
