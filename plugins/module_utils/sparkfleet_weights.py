@@ -161,16 +161,21 @@ def verify(directory, index_name, manifest=None, rehash=False, workers=4, write_
             "skipped": not to_hash and not bad}
 
 
+def would_seed(directory, seed_dir):
+    """What seed() would copy, without copying."""
+    return [name for name in list_files(seed_dir)
+            if not (os.path.isfile(os.path.join(directory, name))
+                    and os.path.getsize(os.path.join(directory, name)) == os.path.getsize(os.path.join(seed_dir, name)))]
+
+
 def seed(directory, seed_dir):
     """Copy files missing here (or of another size) from an operator's seed
     directory (NFS mount, USB disk) holding the checkpoint. Returns what it copied."""
     if not os.path.isdir(seed_dir):
         raise WeightsError("seed directory %s does not exist" % seed_dir)
     copied = []
-    for name in list_files(seed_dir):
+    for name in would_seed(directory, seed_dir):
         source, target = os.path.join(seed_dir, name), os.path.join(directory, name)
-        if os.path.isfile(target) and os.path.getsize(target) == os.path.getsize(source):
-            continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(source, target + ".partial")
         os.replace(target + ".partial", target)

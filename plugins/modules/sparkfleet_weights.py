@@ -37,7 +37,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sparkfleet_weights import (
-    STAMP, STATE_DIR, WeightsError, load_source_manifest, seed, verify)
+    STAMP, STATE_DIR, WeightsError, load_source_manifest, seed, verify, would_seed)
 
 
 def main():
@@ -59,7 +59,13 @@ def main():
     try:
         manifest = params["manifest"]
         if manifest is None:
-            if params["seed_dir"] and not module.check_mode:
+            if params["seed_dir"] and module.check_mode:
+                would = would_seed(params["path"], params["seed_dir"])
+                if would:
+                    # Predict from the seed: what the node will hold once seeded.
+                    result = verify(params["seed_dir"], params["index"], None, write_stamp=False)
+                    module.exit_json(changed=True, seeded=would, **result)
+            elif params["seed_dir"]:
                 os.makedirs(params["path"], exist_ok=True)
                 seeded = seed(params["path"], params["seed_dir"])
             manifest = load_source_manifest(params["path"])

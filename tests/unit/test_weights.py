@@ -102,3 +102,10 @@ def test_fixture_is_a_safetensors_checkpoint(head):
         length = int.from_bytes(handle.read(8), "little")
         header = json.loads(handle.read(length))
     assert list(header.values())[0]["data_offsets"] == [0, 4096]
+
+
+def test_would_seed_predicts_what_seed_copies(head, tmp_path):
+    target = str(tmp_path / "target")
+    predicted = weights.would_seed(target, head)
+    assert predicted == weights.seed(target, head)
+    assert weights.would_seed(target, head) == []
