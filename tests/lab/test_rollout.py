@@ -60,26 +60,68 @@ def test_garbled_output_is_rolled_back(lab, endpoint):
     assert {role: main_pid(node) for role, node in lab["b"].items()} == untouched
 
 
+def _ensure_sim_base(node):
+    # Workers receive only the built serving image, so the simulator base may be missing there.
+    subprocess.run(["docker", "exec", node["ansible_host"], "sh", "-c",
+                    "docker image inspect sparkfleet/vllm-sim:latest >/dev/null 2>&1"
+                    " || docker load -q -i /opt/sparkfleet-lab/images/vllm-sim.tar"],
+                   check=True, capture_output=True)
+
+
+def _build_on(node, tag, dockerfile):
+    _ensure_sim_base(node)
+    subprocess.run(["docker", "exec", "-i", node["ansible_host"], "docker", "build", "-q", "-t", tag, "-"],
+                   input=dockerfile, text=True, check=True, capture_output=True)
+
+
+def _image_id(node, ref):
+    return docker_exec(node["ansible_host"], "docker", "image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+
+def _copy_image(ref, source, target):
+    """docker save on one lab node piped into docker load on another: the same image ID on both."""
+    save = subprocess.Popen(["docker", "exec", source["ansible_host"], "docker", "save", ref], stdout=subprocess.PIPE)
+    subprocess.run(["docker", "exec", "-i", target["ansible_host"], "docker", "load", "-q"],
+                   stdin=save.stdout, check=True, capture_output=True)
+    save.stdout.close()
+    assert save.wait() == 0
+
+
+def _prebuilt_rollout(ref, timeout_s):
+    return playbook("playbooks/rolling_restart.yml", "-e",
+                    json.dumps({"spark_health_startup_timeout": timeout_s, "sparkfleet_image_build": False,
+                                "sparkfleet_image_ref": ref}))
+
+
+def test_pair_holding_different_bits_is_never_started(lab, endpoint):
+    """A tag that names different images on the two nodes (the stale-tag failure):
+    the rollout stops before pair a is drained or stopped, naming both IDs."""
+    before = {pair: {role: main_pid(node) for role, node in nodes.items()} for pair, nodes in lab.items()}
+    ref = "sparkfleet/vllm-sim:stale-tag"
+    for role, node in lab["a"].items():
+        _build_on(node, ref, "FROM sparkfleet/vllm-sim:latest\nLABEL sparkfleet.test.built-on=%s\n" % role)
+    head_id, worker_id = _image_id(lab["a"]["head"], ref), _image_id(lab["a"]["worker"], ref)
+    assert head_id != worker_id
+    rc, output = _prebuilt_rollout(ref, 45)
+    assert rc != 0
+    assert "pair a disagrees on %s" % ref in output, output[-3000:]
+    assert head_id in output and worker_id in output
+    assert "never started" in output
+    assert {pair: {role: main_pid(node) for role, node in nodes.items()} for pair, nodes in lab.items()} == before
+    assert "42" in chat(lab["a"]["head"]["sparkfleet_mgmt_address"])
+
+
 def test_new_image_that_fails_to_start_is_rolled_back(lab, endpoint):
     untouched = {role: main_pid(node) for role, node in lab["b"].items()}
-    for node in lab["a"].values():
-        # A "new image" whose vLLM dies during start-up. Workers receive only the
-        # built serving image, so make sure the simulator base is there first.
-        subprocess.run(["docker", "exec", node["ansible_host"], "sh", "-c",
-                        "docker image inspect sparkfleet/vllm-sim:latest >/dev/null 2>&1"
-                        " || docker load -q -i /opt/sparkfleet-lab/images/vllm-sim.tar"],
-                       check=True, capture_output=True)
-        subprocess.run(["docker", "exec", "-i", node["ansible_host"], "docker", "build", "-t",
-                        "sparkfleet/vllm-sim:broken", "-"],
-                       input="FROM sparkfleet/vllm-sim:latest\nENV VLLM_SIM_FAULT=fail_start\n",
-                       text=True, check=True, capture_output=True)
-    rc, output = playbook("playbooks/rolling_restart.yml", "-e",
-                          json.dumps({"spark_health_startup_timeout": 45, "sparkfleet_image_build": False,
-                                      "sparkfleet_image_ref": "sparkfleet/vllm-sim:broken"}))
+    # A "new image" whose vLLM dies during start-up, identical on both nodes of pair a.
+    ref = "sparkfleet/vllm-sim:broken"
+    _build_on(lab["a"]["head"], ref, "FROM sparkfleet/vllm-sim:latest\nENV VLLM_SIM_FAULT=fail_start\n")
+    _copy_image(ref, lab["a"]["head"], lab["a"]["worker"])
+    assert _image_id(lab["a"]["head"], ref) == _image_id(lab["a"]["worker"], ref)
+    rc, output = _prebuilt_rollout(ref, 45)
     assert rc != 0
     _rolled_back(lab, output, "health")
     launch = json.loads(docker_exec(lab["a"]["head"]["ansible_host"], "cat",
                                     "/etc/sparkfleet/sparkfleet-vllm-head.json").stdout)
-    assert launch["image_id"] != docker_exec(lab["a"]["head"]["ansible_host"], "docker", "image", "inspect",
-                                             "--format", "{{.Id}}", "sparkfleet/vllm-sim:broken").stdout.strip()
+    assert launch["image_id"] != _image_id(lab["a"]["head"], ref)
     assert {role: main_pid(node) for role, node in lab["b"].items()} == untouched
