@@ -82,6 +82,14 @@ def test_fabric_check_passes_on_a_good_pair():
     assert "NCCL all-reduce check skipped: lab nodes are containers" in out
 
 
+def test_check_mode_checks_the_link_but_does_not_run_the_all_reduce():
+    # With no skip reason a real run would start the all-reduce; --check must not.
+    rc, out = run_playbook("playbooks/fabric_check.yml", "--check", "-e", "spark_fabric_nccl_check_skip_reason=")
+    assert rc == 0, out
+    assert "pair a: molecule-fabric-a1 <-> molecule-fabric-a2 up at MTU 9000" in out
+    assert "NCCL all-reduce check skipped: check mode" in out
+
+
 def docker_exec(container, *argv):
     return subprocess.run(["docker", "exec", container] + list(argv), capture_output=True, text=True, check=True,
                           timeout=60).stdout
