@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import string
 import struct
 
@@ -171,3 +172,70 @@ def render_image_vars(base_ref, base_id):
         "spark_image_base_digest: %s" % base_id,
         "",
     ])
+
+
+# --- the pinned vLLM release, for the vLLM simulator image -------------------
+
+# Where the simulator image keeps what it takes from the pinned release: the
+# fingerprint (its CLI is generated from it) and the real files the overlay
+# patches, installed where the real image has the vllm package.
+SIM_FINGERPRINT_NAME = "fingerprint.json"
+SIM_VLLM_FILES_DIR = "vllm-files"
+SIM_VLLM_SUMS = "SHA256SUMS"
+
+
+def pinned_vllm_version(root):
+    """sparkfleet_vllm_version from group_vars/all/fleet.yml (read without a YAML library)."""
+    path = os.path.join(root, "group_vars", "all", "fleet.yml")
+    with open(path, "r", encoding="utf-8") as handle:
+        match = re.search(r"^sparkfleet_vllm_version:\s*[\"']?([^\"'\s#]+)", handle.read(), re.MULTILINE)
+    if not match:
+        raise ValueError("%s does not set sparkfleet_vllm_version" % path)
+    return match.group(1)
+
+
+def fingerprint_path(root, version=None):
+    return os.path.join(root, "files", "vllm", "vllm-%s.fingerprint.json" % (version or pinned_vllm_version(root)))
+
+
+def fingerprint_files(fingerprint):
+    """[(member path, sha256, size)] of the vLLM files a fingerprint pins, sorted; paths checked."""
+    out = []
+    for member, meta in sorted((fingerprint.get("files") or {}).items()):
+        parts = member.split("/")
+        if parts[0] != "vllm" or any(p in ("", ".", "..") for p in parts) or member.startswith("/"):
+            raise ValueError("fingerprint file %r is not a path inside the vllm package" % member)
+        out.append((member, meta["sha256"], int(meta["size"])))
+    return out
+
+
+def stage_vllm_files(fingerprint, read_member, dest):
+    """Write the fingerprint's files (bytes from read_member(path), e.g. the wheel) under dest.
+
+    Each file must match the fingerprint's sha256 and size; dest/SHA256SUMS
+    (sha256sum format) lets the image build check them again. Returns the
+    member paths written.
+    """
+    written, sums = [], []
+    for member, sha256, size in fingerprint_files(fingerprint):
+        data = read_member(member)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256 or len(data) != size:
+            raise ValueError("%s from the vLLM wheel has sha256 %s (%d bytes); the fingerprint pins %s "
+                             "(%d bytes): regenerate the fingerprint or fix the wheel"
+                             % (member, actual, len(data), sha256, size))
+        path = os.path.join(dest, *member.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        sums.append("%s  %s\n" % (sha256, member))
+        written.append(member)
+    with open(os.path.join(dest, SIM_VLLM_SUMS), "w", encoding="ascii") as handle:
+        handle.write("".join(sums))
+    return written
+
+
+def sim_image_key(sources, fingerprint, base_id):
+    """Input hash of the simulator image: its sources, the fingerprint, the pinned files, the base."""
+    pinned = ",".join("%s=%s" % (member, sha256) for member, sha256, _ in fingerprint_files(fingerprint))
+    return hash_inputs(sources, "%s|%s" % (base_id, pinned))

@@ -67,12 +67,50 @@ def sparkfleet_env_lines(env, node_ip=None):
         raise AnsibleFilterError("sparkfleet launch settings: %s" % exc)
 
 
-def sparkfleet_unknown_flags(args, help_text):
-    """Flags in args that the image's `vllm serve --help` does not list."""
+_FINGERPRINTS = {}
+
+
+def _fingerprint(path):
+    if path not in _FINGERPRINTS:
+        try:
+            _FINGERPRINTS[path] = vllm_args.load_fingerprint(path)
+        except (OSError, ValueError) as exc:
+            raise AnsibleFilterError("sparkfleet vLLM fingerprint: cannot read %s (%s); run "
+                                     "scripts/vllm-fingerprint for the pinned release" % (path, exc))
+    return _FINGERPRINTS[path]
+
+
+def sparkfleet_launch_check(args, fingerprint_path, env=None, extra_env=None):
+    """{problems, warnings} of an argv and env against the pinned release's fingerprint.
+
+    ``env`` (the profile's) must hold only VLLM_* names the release knows;
+    unknown names in ``extra_env`` (site additions) are warned about.
+    """
+    fingerprint = _fingerprint(str(fingerprint_path))
+    surface = vllm_args.Surface.from_fingerprint(fingerprint)
+    problems, warnings = vllm_args.check_argv(list(args), surface)
+    known = fingerprint.get("env", [])
+    for target, names in ((problems, env), (warnings, extra_env)):
+        for name, near in vllm_args.unknown_env(dict(names or {}), known):
+            target.append("environment variable %s is not known to vLLM %s%s (vLLM logs \"Unknown vLLM "
+                          "environment variable detected\" and ignores it)"
+                          % (name, surface.version, "; nearest: %s" % near if near else ""))
+    return {"problems": problems, "warnings": warnings, "release": surface.version}
+
+
+def sparkfleet_help_check(args, help_text, source="the image's vLLM"):
+    """Problems of an argv against the options the image's own `vllm serve --help=all` lists."""
     try:
-        return vllm_args.unknown_flags(list(args), str(help_text))
+        surface = vllm_args.Surface.from_help(str(help_text), str(source))
     except vllm_args.LaunchConfigError as exc:
-        raise AnsibleFilterError("sparkfleet flag check: %s" % exc)
+        return {"problems": [str(exc)], "warnings": []}
+    problems, warnings = vllm_args.check_argv(list(args), surface)
+    return {"problems": problems, "warnings": warnings}
+
+
+def sparkfleet_fingerprint_release(fingerprint_path):
+    """The vLLM version a fingerprint file describes."""
+    return _fingerprint(str(fingerprint_path))["release"]["version"]
 
 
 def sparkfleet_min_free_kbytes(mem_total_bytes, ratio=0.025, floor_gib=1.0, ceiling_gib=5.0):
@@ -127,6 +165,8 @@ class FilterModule:
             "sparkfleet_serve_args": sparkfleet_serve_args,
             "sparkfleet_env_lines": sparkfleet_env_lines,
             "sparkfleet_profile_errors": sparkfleet_profile_errors,
-            "sparkfleet_unknown_flags": sparkfleet_unknown_flags,
+            "sparkfleet_launch_check": sparkfleet_launch_check,
+            "sparkfleet_help_check": sparkfleet_help_check,
+            "sparkfleet_fingerprint_release": sparkfleet_fingerprint_release,
             "sparkfleet_min_free_kbytes": sparkfleet_min_free_kbytes,
         }

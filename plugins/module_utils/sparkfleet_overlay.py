@@ -2,13 +2,14 @@
 # -*- coding: utf-8 -*-
 """The sparkfleet overlay: replacement files and patches for the vLLM tree.
 
-A manifest lists entries (name, kind, target path, why, invariants). Applying
-is idempotent by construction: every hunk of a patch is looked for in its
-patched form first, so an already-applied patch is detected and skipped; a hunk
-that is neither present nor applicable fails naming the patch file and the
-hunk; the invariants are checked after every apply. Re-applying the mxfp4
-cleanup by hand duplicated its `del ...; empty_cache()` block and broke model
-load with an UnboundLocalError; here that cannot happen silently.
+A manifest lists entries (name, kind, target path, the vLLM releases it was
+written for, why, invariants). Applying is idempotent by construction: every
+hunk of a patch is looked for in its patched form first, so an already-applied
+patch is detected and skipped; a hunk that is neither present nor applicable
+fails naming the entry, the patch file and the hunk; the invariants are
+checked after every apply. Re-applying the mxfp4 cleanup by hand duplicated its
+`del ...; empty_cache()` block and broke model load with an UnboundLocalError;
+here that cannot happen silently.
 
 This file is a module_utils library (pure stdlib, unit tested), the CLI the
 image build runs inside the image (``python3 sparkfleet_overlay.py apply``),
@@ -46,6 +47,30 @@ def sha256_file(path):
 
 # ---------------------------------------------------------------- manifest
 
+# A release as vLLM spells it: "0.33.0", "0.33.0rc1", "0.33.0.post1",
+# "0.33.0+cu130". Written as a string in YAML (unquoted 0.33 is a float).
+_RELEASE = re.compile(r"^[0-9]+(?:\.[0-9]+)+[A-Za-z0-9]*(?:[._+-][A-Za-z0-9]+)*$")
+
+
+def _release_problems(label, entry):
+    """Problems with an entry's optional 'releases' list (the vLLM releases it is for)."""
+    if "releases" not in entry:
+        return []
+    releases = entry["releases"]
+    if not isinstance(releases, list) or not releases:
+        return ["%s: 'releases' must be a non-empty list of vLLM versions such as \"0.33.0\"" % label]
+    problems = []
+    for value in releases:
+        if not isinstance(value, str):
+            problems.append("%s: 'releases' entry %r is not a string (quote versions in YAML)" % (label, value))
+        elif not _RELEASE.match(value):
+            problems.append("%s: 'releases' entry %r is not a vLLM version such as \"0.33.0\"" % (label, value))
+    strings = [v for v in releases if isinstance(v, str)]
+    if len(set(strings)) != len(strings):
+        problems.append("%s: 'releases' lists a version twice" % label)
+    return problems
+
+
 def validate_manifest(manifest, overlay_dir=None):
     """Problems with a manifest dict, as a list of sentences (empty = valid)."""
     problems = []
@@ -78,6 +103,7 @@ def validate_manifest(manifest, overlay_dir=None):
         if not isinstance(replaces, list) or not all(isinstance(v, str) and re.match(r"^[0-9a-f]{64}$", v)
                                                      for v in replaces):
             problems.append("%s: 'replaces_sha256' must be a list of sha256 hex digests" % label)
+        problems += _release_problems(label, entry)
         invariants = entry.get("invariants", [])
         if not isinstance(invariants, list):
             problems.append("%s: 'invariants' must be a list" % label)
@@ -230,20 +256,26 @@ def _first_lines(block, count=3):
 
 # ---------------------------------------------------------------- apply
 
-def check_invariants(entry, root):
-    """Broken invariants of one entry, as sentences."""
+def check_invariants(entry, root, only_excess=False):
+    """Broken invariants of one entry, as sentences.
+
+    With only_excess, only literals found more often than allowed are reported
+    (what a conflicting, not yet patched file can tell about a duplicated block).
+    """
     broken = []
     for invariant in entry.get("invariants", []):
         path = invariant.get("path", entry["target"])
         full = os.path.join(root, path)
         if not os.path.isfile(full):
-            broken.append("%s: invariant on %s: the file does not exist" % (entry["name"], path))
+            if not only_excess:
+                broken.append("%s: invariant on %s: the file does not exist" % (entry["name"], path))
             continue
         with open(full, "r", encoding="utf-8") as handle:
             found = handle.read().count(invariant["literal"])
-        if found != invariant["count"]:
+        if found > invariant["count"] or (found != invariant["count"] and not only_excess):
             broken.append("%s: `%s` occurs %d times in %s, must be exactly %d%s"
-                          % (entry["name"], invariant["literal"], found, path, invariant["count"],
+                          % (entry["name"], invariant["literal"].replace("\n", "\\n"), found, path,
+                             invariant["count"],
                              (" (%s)" % invariant["reason"]) if invariant.get("reason") else ""))
     return broken
 
@@ -282,12 +314,15 @@ def apply_entry(entry, overlay_dir, root, dry_run=False):
         return "already-present"
     for hunk, state in zip(hunks, states):
         if state == "conflict":
-            broken = check_invariants(entry, root)
+            broken = check_invariants(entry, root, only_excess=True)
+            releases = entry.get("releases")
             raise OverlayError(
-                "%s: %s %s neither applies to %s nor is already present; expected near line %d:\n%s%s"
+                "%s: %s %s neither applies to %s nor is already present; expected near line %d:\n%s%s%s"
                 % (entry["name"], entry["source"], hunk.describe(), entry["target"], hunk.old_start,
                    _first_lines(hunk.old_lines),
-                   ("\nthe file already breaks this entry's invariants: " + "; ".join(broken)) if broken else ""))
+                   ("\nthe file already breaks this entry's invariants: " + "; ".join(broken)) if broken else "",
+                   ("\nthe entry was written for vLLM %s: on another release port it (files/overlay/README.md)"
+                    % ", ".join(releases)) if releases else ""))
     if "present" in states:
         raise OverlayError("%s: %s is partly applied to %s (present: %s; missing: %s): restore the file "
                            "from the base image before applying"

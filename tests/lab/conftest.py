@@ -53,11 +53,25 @@ def playbook(*args, timeout=900):
     return result.returncode, result.stdout + result.stderr
 
 
-def chat(address, prompt="What is 17 + 25? Answer with the number only.", timeout=30, port=8000):
+# Authentication is on in the lab as everywhere: sparkfleet generated this
+# key on the controller at the first converge (sparkfleet_fleet_name: lab).
+API_KEY_FILE = os.path.join(os.path.expanduser("~"), ".config", "sparkfleet", "lab.api-key")
+
+
+def api_key():
+    with open(API_KEY_FILE, encoding="utf-8") as handle:
+        return handle.read().strip()
+
+
+def auth_headers(key=None):
+    return {"Content-Type": "application/json", "Authorization": "Bearer %s" % (key or api_key())}
+
+
+def chat(address, prompt="What is 17 + 25? Answer with the number only.", timeout=30, port=8000, key=None):
     body = json.dumps({"model": "deepseek-v4-flash", "temperature": 0, "max_tokens": 16,
                        "messages": [{"role": "user", "content": prompt}]}).encode()
     request = urllib.request.Request("http://%s:%d/v1/chat/completions" % (address, port), data=body,
-                                     headers={"Content-Type": "application/json"})
+                                     headers=auth_headers(key))
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)["choices"][0]["message"]["content"]
 

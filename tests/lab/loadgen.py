@@ -20,8 +20,9 @@ PROMPTS = (
 
 class LoadGenerator:
     def __init__(self, base_url, model="deepseek-v4-flash", workers=4, max_requests=5000,
-                 max_seconds=1800, timeout=120):
+                 max_seconds=1800, timeout=120, api_key=None):
         self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
         self.model = model
         self.workers = workers
         self.max_requests = max_requests
@@ -40,8 +41,11 @@ class LoadGenerator:
         stream = index % 2 == 1
         body = {"model": self.model, "temperature": 0, "max_tokens": 24, "stream": stream,
                 "messages": [{"role": "user", "content": prompt}]}
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = "Bearer %s" % self.api_key
         request = urllib.request.Request(self.base_url + "/v1/chat/completions", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+                                         headers=headers)
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             if response.status != 200:
                 raise ValueError("HTTP %d" % response.status)

@@ -19,6 +19,7 @@ def render(**overrides):
         "spark_image_base_digest": "sha256:" + "ab" * 32,
         "spark_image_vllm_source_repo": "https://github.com/vllm-project/vllm.git",
         "spark_image_vllm_ref": "3519c3b88",
+        "spark_image_vllm_version": "0.33.0",
         "spark_image_build_args": {"TORCH_CUDA_ARCH_LIST": "12.1a"},
         "spark_image_kernel_pins": {"deepgemm_repo": "https://github.com/jasl/DeepGEMM.git",
                                     "deepgemm_commit": "7a7a41a1bac7dacabe74057e7600e59f98f85bce",
@@ -55,6 +56,7 @@ def test_tag_follows_every_input_and_nothing_else():
     assert len(tag) == 16
     assert filters.sparkfleet_content_tag(render()) == tag
     changed = [render(spark_image_vllm_ref="deadbeef"),
+               render(spark_image_vllm_version="0.34.0"),
                render(spark_image_build_args={"TORCH_CUDA_ARCH_LIST": "12.0"}),
                render(spark_image_kernel_pins={"cutlass_dsl": "4.5.1"}),
                render(spark_image_base=BASE.replace("ab", "cd"))]
@@ -83,3 +85,10 @@ def test_repair_list_takes_sizes_and_hashes_from_the_reference():
     assert filters.sparkfleet_repair_list({"b": "missing"}, manifest) == [{"path": "b", "size": 4, "sha256": "y"}]
     with pytest.raises(Exception):
         filters.sparkfleet_repair_list({"c": "missing"}, manifest)
+
+
+def test_build_fails_unless_the_image_carries_the_pinned_vllm():
+    text = render()
+    assert 'VLLM_TARGET_DEVICE=cpu vllm --version' in text
+    assert '[ "$found" != "0.33.0" ]' in text
+    assert 'io.sparkfleet.vllm-version="0.33.0"' in text

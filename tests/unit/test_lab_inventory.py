@@ -61,3 +61,28 @@ def test_image_vars_pin_the_simulator_base_by_id():
     text = lib.render_image_vars("sparkfleet/vllm-sim:abc", "sha256:" + "1" * 64)
     assert yaml.safe_load(text) == {"spark_image_base": "sparkfleet/vllm-sim:abc",
                                     "spark_image_base_digest": "sha256:" + "1" * 64}
+
+
+def test_sim_image_stages_the_pinned_vllm_files_checked_against_the_fingerprint(tmp_path):
+    import hashlib
+    import json
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    version = lib.pinned_vllm_version(root)
+    with open(lib.fingerprint_path(root, version), encoding="utf-8") as handle:
+        fingerprint = json.load(handle)
+    assert "vllm/model_executor/layers/quantization/mxfp4.py" in fingerprint["files"]
+    data = b"def real():\n    pass\n"
+    fake = {"release": fingerprint["release"],
+            "files": {"vllm/a/b.py": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}}
+    assert lib.stage_vllm_files(fake, lambda member: data, str(tmp_path)) == ["vllm/a/b.py"]
+    assert (tmp_path / "vllm" / "a" / "b.py").read_bytes() == data
+    assert (tmp_path / "SHA256SUMS").read_text() == "%s  vllm/a/b.py\n" % hashlib.sha256(data).hexdigest()
+    with pytest.raises(ValueError, match="the fingerprint pins"):
+        lib.stage_vllm_files(fake, lambda member: data + b"#", str(tmp_path / "other"))
+    with pytest.raises(ValueError, match="not a path inside the vllm package"):
+        lib.fingerprint_files({"files": {"../etc/passwd": {"sha256": "0", "size": 1}}})
+    # the image key follows the pinned files, not only the sources
+    key = lib.sim_image_key([str(tmp_path)], fake, "sha256:base")
+    moved = dict(fake, files={"vllm/a/b.py": {"sha256": "1" * 64, "size": len(data)}})
+    assert lib.sim_image_key([str(tmp_path)], moved, "sha256:base") != key

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from sparkfleet_vllm_args import (LaunchConfigError, parse_help_flags, render_env,
-                                  render_serve_args, unknown_flags)
+import sparkfleet_vllm_args as vllm_args
+from sparkfleet_vllm_args import LaunchConfigError, render_env, render_serve_args
 
 HEAD = {"pair": "a", "role": "head", "rank": 0, "nnodes": 2, "master_addr": "10.0.0.1"}
 WORKER = {"pair": "a", "role": "worker", "rank": 1, "nnodes": 2, "master_addr": "10.0.0.1"}
@@ -13,7 +13,7 @@ PROFILE = {
     "max_model_len": 131072, "max_num_seqs": 8, "gpu_memory_utilization": 0.88,
     "kv_cache_dtype": "fp8", "block_size": 256, "enable_prefix_caching": True,
     "enable_expert_parallel": True,
-    "speculative_config": {"method": "deepseek_mtp", "num_speculative_tokens": 2},
+    "speculative_config": {"method": "mtp", "num_speculative_tokens": 2},
     "compilation_config": {"cudagraph_mode": "FULL_AND_PIECEWISE", "custom_ops": ["all"]},
     "generation": {"temperature": 0.6, "top_p": 0.95},
 }
@@ -45,7 +45,7 @@ def test_worker_args_are_headless_rank_1_without_api():
 def test_json_flags_are_single_argv_elements_that_parse_back():
     args = render_serve_args(PROFILE, HEAD, SERVICE)
     spec = value_of(args, "--speculative-config")
-    assert json.loads(spec) == {"method": "deepseek_mtp", "num_speculative_tokens": 2}
+    assert json.loads(spec) == {"method": "mtp", "num_speculative_tokens": 2}
     assert json.loads(value_of(args, "--compilation-config"))["custom_ops"] == ["all"]
     assert json.loads(value_of(args, "--override-generation-config"))["top_p"] == 0.95
     assert value_of(args, "--generation-config") == "vllm"
@@ -87,23 +87,44 @@ def test_env_refuses_fork_and_adds_host_ip():
         render_env({"A-B": "x"})
 
 
-HELP = """usage: vllm serve [-h] [--host HOST] [--port PORT]
+def test_classic_help_listing_is_read_with_arity_and_negations():
+    text = """usage: vllm serve [model_tag] [options]
+
 options:
   -h, --help            show this help message and exit
-  --host HOST           host name
-  --port PORT           port
-  --enable-prefix-caching, --no-enable-prefix-caching
-  --speculative-config SPECULATIVE_CONFIG, -sc SPECULATIVE_CONFIG
+  --host HOST           Host name.
+  --port PORT           Port number.
+  --enable-prefix-caching, --disable-prefix-caching
+  --enforce-eager, --no-enforce-eager
+  --headless            Run in headless mode.
+  --served-model-name SERVED_MODEL_NAME [SERVED_MODEL_NAME ...]
+  --hf-token [HF_TOKEN]
+  --moe-backend {auto,triton}
+  --kv-cache-dtype ['auto', 'fp8']
                         --not-a-flag mentioned in prose
 """
+    surface = vllm_args.Surface.from_help(text)
+    assert "--not-a-flag" not in surface.by_flag
+    assert surface.by_flag["--no-enable-prefix-caching"][1] is True  # hidden, still accepted
+    assert surface.by_flag["--disable-prefix-caching"][1] is True
+    assert surface.by_flag["--no-enforce-eager"][1] is True
+    problems, _ = vllm_args.check_argv(
+        ["m", "--port=1", "--host", "x", "--served-model-name", "a", "b", "--hf-token", "--headless",
+         "--no-enable-prefix-caching", "--moe-backend", "triton", "--kv-cache-dtype", "fp8"], surface)
+    assert problems == []
+    problems, _ = vllm_args.check_argv(["m", "--prot", "1", "--moe-backend", "b12", "--kv-cache-dtype", "fp9",
+                                        "--headless", "yes"], surface)
+    assert problems[0].startswith("--prot is not a `vllm serve` option") and "nearest: --port" in problems[0]
+    assert any("--moe-backend: invalid choice 'b12'" in p for p in problems)
+    assert any("'fp9' is not one of the values this release knows" in p for p in problems)
+    assert any("unexpected extra positional argument 'yes'" in p for p in problems)
 
 
-def test_help_parsing_and_unknown_flags():
-    assert parse_help_flags(HELP) == {"--help", "--host", "--port", "--enable-prefix-caching",
-                                      "--no-enable-prefix-caching", "--speculative-config"}
-    assert unknown_flags(["m", "--port", "1", "--bogus-flag", "--host=x"], HELP) == ["--bogus-flag"]
-    with pytest.raises(LaunchConfigError):
-        unknown_flags(["--port"], "no flags here")
+def test_grouped_help_without_options_is_refused_with_the_fix():
+    with pytest.raises(LaunchConfigError, match="ask it for `--help=all`"):
+        vllm_args.Surface.from_help("usage: vllm serve [model_tag] [options]\n\nConfig Groups:\n  ModelConfig\n")
+    with pytest.raises(LaunchConfigError, match="could not read any option"):
+        vllm_args.Surface.from_help("no flags here")
 
 
 def shipped_profiles():
@@ -137,12 +158,10 @@ def test_shipped_profiles_are_valid_and_render_for_both_ranks():
 @pytest.mark.parametrize("change, message", [
     ({"gpu_memory_utilization": 0.99}, "gpu_memory_utilization is 0.99, above the maximum 0.95"),
     ({"max_num_seqs": "8"}, "max_num_seqs must be int, got '8'"),
-    ({"kv_cache_dtype": "fp4"}, "kv_cache_dtype is 'fp4'; allowed:"),
     ({"block_size": 100}, "block_size is 100; allowed:"),
     ({"enable_expert_parallel": 1}, "enable_expert_parallel must be bool"),
     ({"max_num_batched_tokens": True}, "max_num_batched_tokens must be int"),
     ({"max_model_len_typo": 1}, "max_model_len_typo is not a profile setting"),
-    ({"speculative_config": {"method": "mtp3", "num_speculative_tokens": 2}}, "speculative_config.method is 'mtp3'"),
     ({"speculative_config": {"method": "mtp", "num_speculative_tokens": 0}}, "num_speculative_tokens must be 1..8"),
     ({"extra_args": ["--hf-overrides", "{rope_scaling:x}"]}, "extra_args --hf-overrides value '{rope_scaling:x}' is not valid JSON"),
     ({"extra_args": ["--kv-transfer-config=[1]"]}, "value must be a JSON object"),

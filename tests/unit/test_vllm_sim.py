@@ -12,17 +12,31 @@ import urllib.error
 import urllib.request
 
 import pytest
+import yaml
 
-SIM_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "lab", "vllm_sim"))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SIM_ROOT = os.path.join(REPO, "lab", "vllm_sim")
 if SIM_ROOT not in sys.path:
     sys.path.insert(0, SIM_ROOT)
 
-from vllm_sim import VLLM_SIM_VERSION, textgen  # noqa: E402
+from vllm_sim import textgen  # noqa: E402
 from vllm_sim.cli import parse_faults  # noqa: E402
 
 VLLM = os.path.join(SIM_ROOT, "bin", "vllm")
 MODEL = "deepseek-ai/DeepSeek-V4-Flash"
 CJK = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+def _pinned_version():
+    with open(os.path.join(REPO, "group_vars", "all", "fleet.yml"), encoding="utf-8") as handle:
+        return str(yaml.safe_load(handle)["sparkfleet_vllm_version"])
+
+
+VERSION = _pinned_version()
+FINGERPRINT_PATH = os.path.join(REPO, "files", "vllm", "vllm-%s.fingerprint.json" % VERSION)
+with open(FINGERPRINT_PATH, encoding="utf-8") as _handle:
+    FINGERPRINT = json.load(_handle)
+OPTIONS = {o["dest"]: o for o in FINGERPRINT["serve"]["options"]}
 
 
 def free_port():
@@ -37,7 +51,8 @@ def sim_env(**extra):
         if k.startswith("VLLM_"):
             del env[k]
     env.update({"VLLM_SIM_START_DELAY": "0.5", "VLLM_SIM_TOKEN_DELAY": "0.001",
-                "VLLM_SIM_RENDEZVOUS_TIMEOUT": "20", "PYTHONUNBUFFERED": "1"})
+                "VLLM_SIM_RENDEZVOUS_TIMEOUT": "20", "PYTHONUNBUFFERED": "1",
+                "VLLM_SIM_FINGERPRINT": FINGERPRINT_PATH})
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -135,39 +150,215 @@ def single_node_args(port, *extra):
 
 # --------------------------------------------------------------------------- CLI
 
-def test_version():
+_OPTION_LINE = re.compile(r"^  (-\S.*)$")
+_OPTION_STRING = re.compile(r"(?:^|, )(-{1,2}[A-Za-z0-9][A-Za-z0-9_.-]*)")
+_CHOICES = re.compile(r"^(-{1,2}[A-Za-z0-9][A-Za-z0-9_.-]*) \{([^{}]*)\}")
+
+
+def help_options(text):
+    """{option string: choices shown or None} from argparse option lines."""
+    shown = {}
+    for line in text.splitlines():
+        match = _OPTION_LINE.match(line)
+        if not match:
+            continue
+        invocation = re.split(r"\s{2,}", match.group(1).strip(), maxsplit=1)[0]
+        for part in re.split(r", (?=-)", invocation):
+            string = _OPTION_STRING.match(part).group(1)
+            assert string not in shown, "%s listed twice" % string
+            choices = _CHOICES.match(part)
+            shown[string] = choices.group(2).split(",") if choices else None
+    return shown
+
+
+def test_version_is_the_fingerprints_release():
     r = run_cli("--version")
-    assert r.returncode == 0 and r.stdout.strip() == VLLM_SIM_VERSION
+    assert r.returncode == 0 and r.stdout.strip() == FINGERPRINT["release"]["version"] == VERSION
 
 
-def test_help_lists_flags():
+def test_cli_surface_equals_the_fingerprint():
+    r = run_cli("serve", "--help=all")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(FINGERPRINT["serve"]["usage"] + "\n")
+    shown = help_options(r.stdout)
+    expected = {}
+    for option in FINGERPRINT["serve"]["options"]:
+        visible_negations = [n for n in option["negations"] if n not in option["hidden_flags"]]
+        for string in option["flags"] + visible_negations:
+            expected[string] = option
+    assert set(shown) == set(expected)
+    for option in FINGERPRINT["serve"]["options"]:
+        for string in option["hidden_flags"]:
+            assert string not in shown, string
+        if option["flags"]:
+            want = None if option["choices"] is None else [str(c) for c in option["choices"]]
+            assert shown[option["flags"][0]] == want, option["dest"]
+    for title in FINGERPRINT["serve"]["groups"]:
+        assert "\n%s:\n" % title in r.stdout, title
+
+
+def test_plain_help_lists_groups_and_no_options():
     r = run_cli("serve", "--help")
     assert r.returncode == 0
-    flags = set(re.findall(r"^\s+(--[a-z0-9-]+)", r.stdout, re.MULTILINE))
-    for f in ("--host", "--port", "--served-model-name", "--tensor-parallel-size", "--nnodes",
-              "--node-rank", "--master-addr", "--master-port", "--headless", "--kv-cache-dtype",
-              "--max-model-len", "--gpu-memory-utilization", "--enable-prefix-caching",
-              "--no-enable-prefix-caching", "--speculative-config", "--compilation-config",
-              "--shutdown-timeout", "--kv-transfer-config", "--safetensors-load-strategy",
-              "--api-key", "--reasoning-parser", "--tool-call-parser"):
-        assert f in flags, f
+    assert r.stdout.startswith("usage: vllm serve [model_tag] [options]\n")
+    assert FINGERPRINT["serve"]["usage"] in r.stdout and "Config Groups:" in r.stdout
+    assert "--help=all" in r.stdout and VERSION in r.stdout
+    assert not [line for line in r.stdout.splitlines() if re.match(r"^\s+-", line)]
+    groups = r.stdout.split("Config Groups:\n", 1)[1]
+    for title in FINGERPRINT["serve"]["groups"]:
+        assert "\n  %s\n" % title in "\n" + groups, title
 
 
-def test_unknown_flag_exits_2():
-    r = run_cli("serve", MODEL, "--foo")
+def test_help_for_one_group_and_for_a_keyword():
+    r = run_cli("serve", "--help=cacheconfig")
+    assert r.returncode == 0 and r.stdout.startswith("CacheConfig:\n")
+    assert set(help_options(r.stdout)) == {s for o in FINGERPRINT["serve"]["options"] if o["group"] == "CacheConfig"
+                                           for s in o["flags"]}
+    r = run_cli("serve", "--help=max_num")
+    assert r.returncode == 0 and "Arguments matching 'max-num':" in r.stdout
+    assert set(help_options(r.stdout)) == {s for o in FINGERPRINT["serve"]["options"] for s in o["flags"]
+                                           if "max-num" in s}
+    r = run_cli("serve", "--help=no-such-thing")
+    assert r.returncode == 0 and "No group or arguments matching 'no-such-thing'" in r.stdout
+
+
+@pytest.mark.parametrize("argv, unrecognized", [
+    (["--swap-space", "4"], "--swap-space 4"),
+    (["--max-num-seqz", "8"], "--max-num-seqz 8"),
+    (["--enable-prefix-caching", "1"], "1"),
+    (["--foo"], "--foo"),
+])
+def test_unknown_arguments_exit_2_with_the_top_level_usage(argv, unrecognized):
+    r = run_cli("serve", MODEL, *argv)
     assert r.returncode == 2
-    assert "vllm serve: error: unrecognized arguments: --foo" in r.stderr
+    assert r.stderr.startswith("usage: vllm [-h] [-v]")
+    assert "{chat,complete,serve," in r.stderr
+    assert r.stderr.rstrip().endswith("vllm: error: unrecognized arguments: %s" % unrecognized)
+
+
+def test_bad_choice_exits_2_with_the_serve_usage():
+    assert OPTIONS["moe_backend"]["choices"] and "nope" not in OPTIONS["moe_backend"]["choices"]
+    r = run_cli("serve", MODEL, "--moe-backend", "nope")
+    assert r.returncode == 2
+    assert r.stderr.startswith("usage: vllm serve [model_tag] [options]\n")
+    assert "vllm serve: error: argument --moe-backend: invalid choice: 'nope' (choose from 'aiter'," in r.stderr
+    # the value is lower-cased and dashes become underscores before the choice is checked
+    assert run_cli("serve", MODEL, "--moe-backend", "FlashInfer-B12X", "--headless").returncode == 1
+
+
+def test_kv_cache_dtype_is_not_an_argparse_choice():
+    option = OPTIONS["kv_cache_dtype"]
+    assert option["choices"] is None
+    if option.get("known_values"):
+        # refused where the real CacheConfig refuses it: building the engine config (exit 1)
+        r = run_cli("serve", MODEL, "--kv-cache-dtype", "fp9")
+        assert r.returncode == 1 and "Invalid kv_cache_dtype: 'fp9'" in r.stderr
+    else:
+        r = run_cli("serve", MODEL, "--kv-cache-dtype", "fp9", "--headless")
+        assert r.returncode == 1 and "--headless is only valid" in r.stderr
+    assert "invalid choice" not in r.stderr
+    r = run_cli("serve", MODEL, "--kv-cache-dtype", "nvfp4_ds_mla", "--headless")
+    assert r.returncode == 1 and "--headless is only valid" in r.stderr
+
+
+def test_bad_values_exit_2_in_argparse_wording():
+    r = run_cli("serve", MODEL, "--max-model-len", "abc")
+    assert r.returncode == 2
+    assert "argument --max-model-len: invalid human_readable_int_or_auto value: 'abc'" in r.stderr
+    r = run_cli("serve", MODEL, "--gpu-memory-utilization", "x")
+    assert r.returncode == 2
+    assert ("argument --gpu-memory-utilization/--device-memory-utilization: invalid float value: 'x'"
+            in r.stderr)
+
+
+def test_bad_gpu_memory_utilization_fails_when_the_config_is_built():
+    r = run_cli("serve", MODEL, "--gpu-memory-utilization", "1.5")
+    assert r.returncode == 1
+    assert "validation error for CacheConfig" in r.stderr and "gpu_memory_utilization" in r.stderr
+
+
+def test_compilation_config_is_validated_by_argparse():
+    r = run_cli("serve", MODEL, "--compilation-config", '{"cudagraph_mod":"FULL"}')
+    assert r.returncode == 2
+    assert ("vllm serve: error: argument --compilation-config/-cc: 1 validation error for CompilationConfig\n"
+            "cudagraph_mod\n  Unexpected keyword argument") in r.stderr
+    r = run_cli("serve", MODEL, "-cc", '{"cudagraph_mode":"FULLX"}')
+    assert r.returncode == 1 and r.stderr.rstrip().endswith("KeyError: 'FULLX'") and r.stdout == ""
+
+
+def test_speculative_config_is_json_at_parse_and_checked_with_the_engine_config():
+    bad = "{method:mtp}"
+    r = run_cli("serve", MODEL, "--speculative-config", bad)
+    assert r.returncode == 2
+    assert "argument --speculative-config/-sc: Value %s cannot be converted to <function loads" % bad in r.stderr
+    r = run_cli("serve", MODEL, "--speculative-config", '{"method":"nope","num_speculative_tokens":2}')
+    assert r.returncode == 1
+    assert "validation error for SpeculativeConfig" in r.stderr
+    assert "method" in r.stderr and "input_value='nope'" in r.stderr
+    r = run_cli("serve", MODEL, "--speculative-config.method", "mtp", "--speculative-config.nope", "1")
+    assert r.returncode == 1 and "\nnope\n  Unexpected keyword argument" in r.stderr
+
+
+@pytest.mark.parametrize("argv, dest, value", [
+    (["--max_model_len", "8192"], "max_model_len", 8192),
+    (["--max-model-len", "auto"], "max_model_len", -1),
+    (["--max-model-len", "200k"], "max_model_len", 200000),
+    (["--max-model-len=1M"], "max_model_len", 1048576),
+    (["--no-enable-prefix-caching"], "enable_prefix_caching", False),
+    (["--disable-prefix-caching"], "enable_prefix_caching", False),
+    (["--enable-prefix-caching"], "enable_prefix_caching", True),
+    (["--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "2"],
+     "speculative_config", {"method": "mtp", "num_speculative_tokens": 2}),
+    (["--compilation_config.cudagraph_capture_sizes+", "1,2"], "compilation_config",
+     {"cudagraph_capture_sizes": ["1", "2"]}),
+    (["--api-key", "a", "b"], "api_key", ["a", "b"]),
+])
+def test_accepted_spellings(argv, dest, value):
+    from vllm_sim import cli
+    old = os.environ.get("VLLM_SIM_FINGERPRINT")
+    os.environ["VLLM_SIM_FINGERPRINT"] = FINGERPRINT_PATH
+    try:
+        args, _ = cli.parse(["serve", MODEL] + argv)
+    finally:
+        if old is None:
+            del os.environ["VLLM_SIM_FINGERPRINT"]
+        else:
+            os.environ["VLLM_SIM_FINGERPRINT"] = old
+    assert getattr(args, dest) == value and dest in args.explicit
+
+
+def test_accepted_spellings_reach_engine_start():
+    # --headless on rank 0 fails after parsing: proves the whole argv parsed (exit 1, not 2)
+    r = run_cli("serve", MODEL, "--max_model_len", "8192", "--no-enable-prefix-caching",
+                "--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "2",
+                "--max-model-len", "200k", "--headless")
+    assert r.returncode == 1 and "--headless is only valid on node ranks > 0" in r.stderr
+
+
+def test_model_option_moves_to_the_positional():
+    r = run_cli("serve", "--model", MODEL, "--headless")
+    assert r.returncode == 1 and "'model': '%s'" % MODEL in r.stdout
+    r = run_cli("serve", "--served-model-name", "x")
+    assert r.returncode == 1 and "should be provided as the first positional argument" in r.stderr
+
+
+def test_unknown_vllm_env_is_a_warning_unless_validation_is_strict():
+    env = sim_env(VLLM_NOT_A_REAL_KNOB="1", VLLM_WORKER_MULTIPROC_METHOD="spawn")
+    r = run_cli("serve", MODEL, "--headless", env=env)
+    assert r.returncode == 1  # --headless on rank 0: the environment was checked before
+    assert "WARNING" in r.stdout and "Unknown vLLM environment variable detected: VLLM_NOT_A_REAL_KNOB" in r.stdout
+    assert "VLLM_SIM_" not in r.stdout.split("non-default args", 1)[1]
+    assert "VLLM_WORKER_MULTIPROC_METHOD" not in r.stdout
+    r = run_cli("serve", MODEL, "--fail-on-environ-validation", env=env)
+    assert r.returncode == 1
+    assert "ValueError: Unknown vLLM environment variable detected: VLLM_NOT_A_REAL_KNOB" in r.stderr
 
 
 def test_broken_json_exits_2_naming_flag():
     bad = "{method:deepseek_mtp,num_speculative_tokens:2}"
     r = run_cli("serve", MODEL, "--speculative-config", bad)
     assert r.returncode == 2
-    assert f"argument --speculative-config: Value {bad} cannot be converted" in r.stderr
-
-
-def test_bad_gpu_memory_utilization():
-    assert run_cli("serve", MODEL, "--gpu-memory-utilization", "1.5").returncode == 2
+    assert f"argument --speculative-config/-sc: Value {bad} cannot be converted" in r.stderr
 
 
 def test_headless_on_rank0_fails():
@@ -284,7 +475,9 @@ def test_two_node_cluster(procs):
     assert metric_value(m1, "vllm:request_success_total", 'finished_reason="stop"') >= 3
     assert metric_value(m1, "vllm:spec_decode_num_accepted_tokens_total") > 0
 
-    assert "GPU KV cache size: 360,858 tokens" in log_of(head)
+    assert "GPU KV cache size: 360,858 tokens, Maximum concurrency for 32,768 tokens" in log_of(head)
+    for log in (log_of(head), log_of(worker)):
+        assert "method `deepseek_mtp` is deprecated and replaced with mtp." in log
     assert "Running in headless mode" in log_of(worker)
 
     worker.kill()
@@ -339,8 +532,14 @@ def test_crash_after_one_request(procs):
 
 def test_sigterm_drains_and_exits_zero(procs):
     port = free_port()
-    head = procs.start("head", single_node_args(port))
+    head = procs.start("head", single_node_args(port), env=sim_env(VLLM_API_KEY="from-env"))
     wait_health(port, head)
+    base = "http://127.0.0.1:%d" % port
+    assert json.loads(http("GET", base + "/version")[1]) == {"version": VERSION}
+    # without --api-key, VLLM_API_KEY is the key (as in vLLM)
+    assert http("GET", base + "/v1/models")[0] == 401
+    assert http("GET", base + "/v1/models", headers={"Authorization": "Bearer from-env"})[0] == 200
+    assert "Unknown vLLM environment variable" not in log_of(head)
     head.send_signal(signal.SIGTERM)
     assert wait_exit(head) == 0
 

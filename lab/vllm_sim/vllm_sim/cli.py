@@ -1,14 +1,21 @@
-"""`vllm` command line: `vllm --version`, `vllm serve MODEL [flags]`."""
+"""`vllm` command line: `vllm --version`, `vllm serve MODEL [flags]`.
+
+The options of `vllm serve` are not written here: serve_args.py builds them
+from the fingerprint of the pinned vLLM release (fingerprint.py). This module
+runs what happens after parsing, in the order real vLLM does it: log the
+non-default arguments, validate the environment, build the engine config
+(semantic checks, speculative config), then start the server (server.py).
+"""
 
 import argparse
 import json
 import os
 import sys
 
-from . import VLLM_SIM_VERSION
+from . import fingerprint
 from . import log
+from . import serve_args
 
-KV_DTYPES = ["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "nvfp4_ds_mla", "bfloat16"]
 KNOWN_FAULTS = ("garbled", "repeat", "tool_xml", "crash_after", "slow_start", "fail_start")
 
 
@@ -28,114 +35,61 @@ def fatal(src, exc_line, frames=None, code=1):
 
 
 # --------------------------------------------------------------------------
-# argparse types
-def json_object(value):
-    try:
-        obj = json.loads(value)
-    except (ValueError, TypeError):
-        obj = None
-    if not isinstance(obj, dict):
-        raise argparse.ArgumentTypeError(
-            f"Value {value} cannot be converted to <function loads>.")
-    return obj
+# Defaults of the options the simulator acts on. The fingerprint carries no
+# defaults; these are the "(default: ...)" values real `vllm serve --help=all`
+# of vLLM 0.33.0 prints. Every other option defaults to None (False for a
+# plain switch); the simulator only records it.
+SERVE_DEFAULTS = {
+    "model": "Qwen/Qwen3-0.6B",
+    "host": None,
+    "port": 8000,
+    "uvicorn_log_level": "info",
+    "served_model_name": None,
+    "api_key": None,
+    "tensor_parallel_size": 1,
+    "pipeline_parallel_size": 1,
+    "data_parallel_size": 1,
+    "distributed_executor_backend": None,
+    "nnodes": 1,
+    "node_rank": 0,
+    "master_addr": "127.0.0.1",
+    "master_port": 29501,
+    "headless": False,
+    "kv_cache_dtype": "auto",
+    "block_size": None,
+    "max_model_len": None,
+    "max_num_seqs": None,
+    "max_num_batched_tokens": None,
+    "gpu_memory_utilization": 0.92,
+    "enable_prefix_caching": None,
+    "trust_remote_code": False,
+    "speculative_config": None,
+    "generation_config": "auto",
+    "override_generation_config": {},
+    "tokenizer_mode": "auto",
+    "tool_call_parser": None,
+    "enable_auto_tool_choice": False,
+    "reasoning_parser": "",
+    "enable_expert_parallel": False,
+    "load_format": "auto",
+    "enforce_eager": False,
+    "shutdown_timeout": 0,
+    "seed": 0,
+    "dtype": "auto",
+    "quantization": None,
+    "disable_log_stats": False,
+    "enable_log_requests": False,
+    "fail_on_environ_validation": False,
+}
 
+# What the simulator picks where real vLLM derives a value from the model or
+# the GPU (an unset --max-model-len, --max-num-seqs, ...).
+SIM_MAX_MODEL_LEN = 8192
+SIM_MAX_NUM_SEQS = 256
+SIM_MAX_NUM_BATCHED_TOKENS = 8192
 
-def human_int(value):
-    """Accept 8192, 200k (x1000), 1m (x1e6), 128K (x1024), 1M (x1048576)."""
-    v = str(value).strip()
-    mult = {"k": 1000, "m": 1000 ** 2, "g": 1000 ** 3,
-            "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
-    try:
-        if v and v[-1] in mult:
-            return int(float(v[:-1]) * mult[v[-1]])
-        return int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: '{value}'")
-
-
-def mem_util(value):
-    try:
-        f = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: '{value}'")
-    if not 0.0 < f <= 1.0:
-        raise argparse.ArgumentTypeError(
-            f"gpu_memory_utilization must be in the range (0, 1], got {value}")
-    return f
-
-
-def build_serve_parser():
-    p = argparse.ArgumentParser(
-        prog="vllm serve", add_help=False,
-        description="Start the vLLM OpenAI Compatible API server "
-                    f"(simulator {VLLM_SIM_VERSION}; a test double, no inference).")
-    p.add_argument("model_tag", nargs="?", default=None,
-                   help="The model tag to serve (optional if --model is given).")
-    a = p.add_argument
-    a("--help", "-h", action="help", help="show this help message and exit")
-    a("--model", default=None, help="Name or path of the model to use.")
-    a("--host", default=None, help="Host name to bind the API server to.")
-    a("--port", type=int, default=8000, help="Port number (default: 8000).")
-    a("--served-model-name", nargs="+", default=None,
-      help="The model name(s) used in the API.")
-    a("--api-key", default=None, help="If provided, require this key in the Authorization header.")
-    a("--tensor-parallel-size", "-tp", type=int, default=1, help="Number of tensor parallel groups.")
-    a("--pipeline-parallel-size", "-pp", type=int, default=1, help="Number of pipeline parallel groups.")
-    a("--data-parallel-size", "-dp", type=int, default=1, help="Number of data parallel groups.")
-    a("--distributed-executor-backend", choices=["mp", "ray", "uni", "external_launcher"],
-      default=None, help="Backend for distributed model workers.")
-    a("--nnodes", type=int, default=1, help="Number of nodes for multi-node distributed inference.")
-    a("--node-rank", type=int, default=0, help="Rank of this node in multi-node inference.")
-    a("--master-addr", default=None, help="Address of the master (rank 0) node.")
-    a("--master-port", type=int, default=29501, help="Port of the master node (default: 29501).")
-    a("--headless", action="store_true", help="Run in headless mode (no API server).")
-    a("--kv-cache-dtype", choices=KV_DTYPES, default="auto", help="Data type for KV cache storage.")
-    a("--block-size", type=int, default=None, help="Token block size for contiguous chunks of tokens.")
-    a("--max-model-len", type=human_int, default=None,
-      help="Model context length (supports k/m/K/M suffixes, e.g. 200k).")
-    a("--max-num-seqs", type=int, default=256, help="Maximum number of sequences per iteration.")
-    a("--max-num-batched-tokens", type=human_int, default=None,
-      help="Maximum number of batched tokens per iteration.")
-    a("--gpu-memory-utilization", type=mem_util, default=0.9,
-      help="Fraction of GPU memory to use, in (0, 1] (default: 0.9).")
-    a("--enable-prefix-caching", dest="enable_prefix_caching", action="store_true", default=None,
-      help="Enable automatic prefix caching.")
-    a("--no-enable-prefix-caching", dest="enable_prefix_caching", action="store_false",
-      help="Disable automatic prefix caching.")
-    a("--trust-remote-code", action="store_true", help="Trust remote code from Hugging Face.")
-    a("--speculative-config", type=json_object, default=None,
-      help="Speculative decoding configuration (JSON).")
-    a("--compilation-config", "-cc", type=json_object, default=None,
-      help="torch.compile / cudagraph configuration (JSON).")
-    a("--override-generation-config", type=json_object, default=None,
-      help="Overrides the generation config (JSON).")
-    a("--generation-config", default="auto", help="Generation config folder, 'auto' or 'vllm'.")
-    a("--tokenizer-mode", default="auto", help="Tokenizer mode.")
-    a("--tool-call-parser", default=None, help="Tool call parser name.")
-    a("--enable-auto-tool-choice", action="store_true", help="Enable auto tool choice.")
-    a("--reasoning-parser", default=None, help="Reasoning parser name.")
-    a("--enable-expert-parallel", action="store_true", help="Use expert parallelism for MoE layers.")
-    a("--load-format", default="auto", help="Format of the model weights to load.")
-    a("--safetensors-load-strategy", default=None, help="Safetensors loading strategy (lazy, eager, ...).")
-    a("--enforce-eager", action="store_true", help="Always use eager-mode PyTorch.")
-    a("--shutdown-timeout", type=int, default=0,
-      help="Seconds to wait for in-flight requests on shutdown (default: 0).")
-    a("--download-dir", default=None, help="Directory to download and load the weights.")
-    a("--seed", type=int, default=0, help="Random seed.")
-    a("--dtype", default="auto", help="Data type for model weights and activations.")
-    a("--quantization", "-q", default=None, help="Method used to quantize the weights.")
-    a("--swap-space", type=float, default=4, help="CPU swap space size (GiB) per GPU.")
-    a("--disable-log-requests", action="store_true", help="Disable logging requests.")
-    a("--disable-log-stats", action="store_true", help="Disable logging statistics.")
-    a("--uvicorn-log-level", default="info",
-      choices=["critical", "error", "warning", "info", "debug", "trace"],
-      help="Log level for uvicorn.")
-    a("--max-log-len", type=int, default=None, help="Max number of prompt characters printed in logs.")
-    a("--hf-overrides", type=json_object, default=None, help="Extra arguments for the HF config (JSON).")
-    a("--chat-template", default=None, help="Path to / inline chat template.")
-    a("--kv-transfer-config", type=json_object, default=None,
-      help="Config for distributed KV cache transfer (JSON).")
-    return p
+ARG_UTILS = "/usr/local/lib/python3.11/dist-packages/vllm/engine/arg_utils.py"
+ARGPARSE_UTILS = "/usr/local/lib/python3.11/dist-packages/vllm/utils/argparse_utils.py"
 
 
 def parse_faults(value):
@@ -167,7 +121,7 @@ def env_float(name, default):
 
 
 def validate(args):
-    """Semantic checks; returns list of (exc_type, message) or None."""
+    """Semantic checks; returns (exc_type, message) or None."""
     if args.tensor_parallel_size < 1:
         return ("ValueError", f"tensor_parallel_size must be >= 1, got {args.tensor_parallel_size}")
     if args.pipeline_parallel_size < 1:
@@ -181,8 +135,11 @@ def validate(args):
                 f"tensor_parallel_size * pipeline_parallel_size ({world})")
     if args.node_rank < 0 or args.node_rank >= args.nnodes:
         return ("ValueError", f"node_rank ({args.node_rank}) must be in [0, nnodes={args.nnodes})")
-    if args.nnodes > 1 and not args.master_addr:
-        return ("ValueError", "--master-addr is required when --nnodes > 1")
+    # Simulator-only check: real vLLM would rendezvous on the default
+    # 127.0.0.1, which no other node reaches, and hang until its timeout.
+    if args.nnodes > 1 and "master_addr" not in args.explicit:
+        return ("ValueError", f"--master-addr is required when --nnodes > 1 (the default "
+                              f"{args.master_addr} is not reachable from the other nodes)")
     if args.headless and args.node_rank == 0:
         return ("ValueError", "--headless is only valid on node ranks > 0 "
                               "(node rank 0 runs the API server)")
@@ -195,6 +152,19 @@ def validate(args):
         return ("ValueError", f"max_model_len must be positive, got {args.max_model_len}")
     if args.shutdown_timeout < 0:
         return ("ValueError", "shutdown_timeout must be >= 0")
+    util = args.gpu_memory_utilization
+    if util is not None and not 0 < util <= 1:
+        which = "less than or equal to 1" if util > 1 else "greater than 0"
+        return ("pydantic_core._pydantic_core.ValidationError",
+                serve_args.validation_error("CacheConfig", [(
+                    "gpu_memory_utilization", f"Input should be {which}",
+                    "less_than_equal" if util > 1 else "greater_than", util)]))
+    known = option_of("kv_cache_dtype").get("known_values")
+    if known and args.kv_cache_dtype not in known:
+        return ("pydantic_core._pydantic_core.ValidationError",
+                serve_args.validation_error("CacheConfig", [(
+                    "cache_dtype", f"Value error, Invalid kv_cache_dtype: {args.kv_cache_dtype!r}. "
+                                   f"Valid values are: {list(known)}", "value_error", args.kv_cache_dtype)]))
     return check_local_model(args.model)
 
 
@@ -218,35 +188,201 @@ def check_local_model(model):
     return None
 
 
-def serve_main(argv):
-    parser = build_serve_parser()
-    args = parser.parse_args(argv)
-    model = args.model_tag or args.model
-    if not model:
-        parser.error("the following arguments are required: model_tag")
+# --------------------------------------------------------------------------
+# parsing
+
+def option_of(dest):
+    for option in fingerprint.load()["serve"]["options"]:
+        if option["dest"] == dest:
+            return option
+    return {}
+
+
+def option_strings(fp):
+    out = set()
+    for option in fp["serve"]["options"]:
+        out.update(option.get("flags") or [])
+        out.update(option.get("hidden_flags") or [])
+        out.update(option.get("negations") or [])
+    return out
+
+
+def default_of(option):
+    dest = option["dest"]
+    if dest in SERVE_DEFAULTS:
+        value = SERVE_DEFAULTS[dest]
+        return json.loads(json.dumps(value)) if isinstance(value, (dict, list)) else value
+    return False if option["action"] == "store_true" else None
+
+
+def namespace(fp, parsed):
+    """The full argument namespace: what was given, the rest at its default.
+
+    `explicit` names the options given on the command line.
+    """
+    given = {k: v for k, v in vars(parsed).items() if k != "subparser"}
+    args = argparse.Namespace()
+    for option in fp["serve"]["options"]:
+        if option["action"] == "help":
+            continue
+        dest = option["dest"]
+        setattr(args, dest, given[dest] if dest in given else default_of(option))
+    # An option the simulator reads but this release lacks keeps its value (never settable).
+    for dest, value in SERVE_DEFAULTS.items():
+        if not hasattr(args, dest):
+            setattr(args, dest, default_of({"dest": dest, "action": "store"}))
+    args.explicit = frozenset(given)
+    return args
+
+
+def nondefault(args):
+    out = {}
+    for dest in sorted(args.explicit, key=lambda d: (d != "model_tag", d)):
+        value = getattr(args, dest)
+        if dest not in SERVE_DEFAULTS or value != SERVE_DEFAULTS[dest]:
+            out[dest] = value
+    if "model_tag" in out:
+        out.setdefault("model", out["model_tag"])
+    return out
+
+
+def parse(argv):
+    """Parse a full `vllm ...` argv: returns (subcommand, args, warnings); raises SimExit."""
+    fp = fingerprint.load()
+    try:
+        rewritten = serve_args.rewrite(argv, option_strings(fp))
+    except serve_args.ArgvError as exc:
+        if exc.usage:
+            sys.stderr.write(f"usage: vllm serve [model_tag] [options]\nvllm serve: error: {exc.message}\n")
+        else:
+            log.traceback_lines([(ARGPARSE_UTILS, 330, "parse_args", None)], exc.message)
+        raise SimExit(exc.code)
+    top, serve = serve_args.build_parsers(fp, SERVE_DEFAULTS)
+    serve.search_keyword = rewritten.keyword
+    try:
+        parsed = top.parse_args(rewritten.argv)
+    except SystemExit as exc:
+        raise SimExit(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+    except serve_args.ConfigCrash as exc:
+        log.traceback_lines([(ARGPARSE_UTILS, 468, "parse_args",
+                              "return super().parse_args(processed_args, namespace)")] + exc.frames, exc.exc_line)
+        raise SimExit(1)
+    if parsed.subparser is None:
+        top.print_help()
+        raise SimExit(2)
+    if parsed.subparser != "serve":
+        sys.stderr.write(f"vllm_sim: `vllm {parsed.subparser}` is not simulated; the simulator "
+                         f"implements `vllm serve` and `vllm --version` only\n")
+        raise SimExit(1)
+    return namespace(fp, parsed), rewritten.warnings
+
+
+# --------------------------------------------------------------------------
+# engine config
+
+def validate_environ(args, fp):
+    """Unknown VLLM_* variables: a warning each, or an error with --fail-on-environ-validation."""
+    known = fp.get("env")
+    if known is None:
+        return
+    known = set(known)
+    for name in os.environ:
+        # VLLM_SIM_* are the simulator's own knobs, not vLLM's.
+        if not name.startswith("VLLM_") or name.startswith("VLLM_SIM_") or name in known:
+            continue
+        if args.fail_on_environ_validation:
+            fatal("arg_utils.py:2261", f"ValueError: Unknown vLLM environment variable detected: {name}",
+                  [(ARG_UTILS, 2261, "create_engine_config",
+                    "current_platform.validate_environ(self.fail_on_environ_validation)"),
+                   (ARG_UTILS.replace("engine/arg_utils.py", "platforms/interface.py"), 1465,
+                    "validate_environ", "raise ValueError(")])
+        log.warning("interface.py:1469", f"Unknown vLLM environment variable detected: {name}")
+
+
+def speculative_config(args, fp):
+    """Build the speculative config like the engine does: key and method checks, deprecations."""
+    spec = args.speculative_config
+    for flag, key, dest in (("--spec-method", "method", "spec_method"),
+                            ("--spec-model", "model", "spec_model"),
+                            ("--spec-tokens", "num_speculative_tokens", "spec_tokens")):
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if spec is None:
+            spec = {}
+        if isinstance(spec, dict) and key in spec:
+            return ("ValueError", f"{flag} and --speculative-config['{key}'] are mutually exclusive")
+        spec[key] = value
+    if spec is None:
+        args.speculative_config = None
+        return None
+    if not isinstance(spec, dict):
+        return ("AttributeError", f"'{type(spec).__name__}' object has no attribute 'items'")
+    spec = {str(k).replace("-", "_"): v for k, v in spec.items()}
+    rules = (fp.get("json_configs") or {}).get("speculative_config") or {}
+    errors = []
+    keys = set(rules.get("keys") or [])
+    for key in spec:
+        if keys and key not in keys:
+            errors.append((key, "Unexpected keyword argument", "unexpected_keyword_argument", spec[key]))
+    methods = (rules.get("choices") or {}).get("method")
+    method = spec.get("method")
+    if methods and method is not None and method not in methods:
+        listed = [repr(m) for m in methods]
+        errors.append(("method", "Input should be " + ", ".join(listed[:-1]) + " or " + listed[-1],
+                       "literal_error", method))
+    if errors:
+        return ("pydantic_core._pydantic_core.ValidationError",
+                serve_args.validation_error("SpeculativeConfig", errors))
+    replaced = (fp.get("deprecated_values") or {}).get("speculative_config.method") or {}
+    if method in replaced:
+        log.warning("speculative.py:1247", f"method `{method}` is deprecated and replaced with "
+                                           f"{replaced[method]}.")
+        spec["method"] = replaced[method]
+    args.speculative_config = spec
+    return None
+
+
+def resolve(args):
+    """Values real vLLM derives from the model or the GPU, picked by the simulator."""
+    model = getattr(args, "model_tag", None) or args.model or SERVE_DEFAULTS["model"]
     args.model = model
-    if args.max_model_len is None:
-        args.max_model_len = 8192
+    if args.max_model_len in (None, -1):
+        args.max_model_len = SIM_MAX_MODEL_LEN
     if args.block_size is None:
         args.block_size = 64 if args.kv_cache_dtype == "nvfp4_ds_mla" else 16
     if args.max_num_batched_tokens is None:
-        args.max_num_batched_tokens = 8192
-    if args.served_model_name is None:
+        args.max_num_batched_tokens = SIM_MAX_NUM_BATCHED_TOKENS
+    if args.max_num_seqs is None:
+        args.max_num_seqs = SIM_MAX_NUM_SEQS
+    if not args.served_model_name:
         args.served_model_name = [model]
     if args.distributed_executor_backend is None:
         args.distributed_executor_backend = "mp" if args.nnodes > 1 or \
             args.tensor_parallel_size * args.pipeline_parallel_size > 1 else "uni"
+    # --api-key takes one or more keys; without it VLLM_API_KEY is the key.
+    keys = [k for k in (args.api_key or [os.environ.get("VLLM_API_KEY")]) if k]
+    args.api_keys = keys
+    if args.override_generation_config is None:
+        args.override_generation_config = {}
 
+
+def serve_main(argv):
+    fp = fingerprint.load()
+    args, warnings = parse(argv)
     log.PREFIX = "" if args.headless else f"(APIServer pid={os.getpid()}) "
+    for src, message in warnings:
+        log.warning(src, message)
+    log.info("startup.py:96", f"non-default args: {nondefault(args)}")
+    resolve(args)
     src = "api_server.py:1885" if not args.headless else "launcher.py:94"
-    log.info("utils.py:253", f"non-default args: {nondefault(parser, args)}")
-    log.info(src, f"vLLM API server version {VLLM_SIM_VERSION}")
+    log.info(src, f"vLLM API server version {fingerprint.release_version()}")
 
-    err = validate(args)
+    validate_environ(args, fp)
+    err = validate(args) or speculative_config(args, fp)
     if err:
         fatal("arg_utils.py:1420", f"{err[0]}: {err[1]}",
-              [("/opt/vllm_sim/vllm/engine/arg_utils.py", 1420, "create_engine_config",
-                "self._validate_parallel_config()")])
+              [(ARG_UTILS, 1420, "create_engine_config", "self._validate_parallel_config()")])
     try:
         faults = parse_faults(os.environ.get("VLLM_SIM_FAULT", ""))
     except ValueError as e:
@@ -256,51 +392,21 @@ def serve_main(argv):
     return server.run(args, faults)
 
 
-def nondefault(parser, args):
-    out = {}
-    for action in parser._actions:
-        dest = action.dest
-        if dest in ("help",) or not hasattr(args, dest):
-            continue
-        val = getattr(args, dest)
-        if val != action.default and val is not None:
-            out[dest] = val
-    return out
-
-
-TOP_USAGE = """usage: vllm [-h] [-v] {serve} ...
-
-vLLM CLI (simulator {ver})
-
-positional arguments:
-  {{serve}}
-    serve        Start the vLLM OpenAI Compatible API server.
-
-options:
-  -h, --help     show this help message and exit
-  -v, --version  show program's version number and exit
-"""
-
-
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         sys.stdout.reconfigure(line_buffering=True)
     except Exception:
         pass
-    if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(TOP_USAGE.replace("{ver}", VLLM_SIM_VERSION).replace("{{serve}}", "{serve}"))
-        return 0 if argv else 2
-    if argv[0] in ("-v", "--version"):
-        print(VLLM_SIM_VERSION)
-        return 0
-    if argv[0] != "serve":
-        sys.stderr.write("usage: vllm [-h] [-v] {serve} ...\n"
-                         f"vllm: error: argument subparser: invalid choice: '{argv[0]}' "
-                         "(choose from 'serve')\n")
-        return 2
     try:
-        return serve_main(argv[1:]) or 0
+        if argv[:1] != ["serve"]:
+            fingerprint.load()
+            parse(argv)  # --version, --help, usage errors; other sub-commands are refused
+            return 0
+        return serve_main(argv) or 0
+    except fingerprint.FingerprintError as e:
+        sys.stderr.write(f"vllm_sim: error: {e}\n")
+        return 1
     except SimExit as e:
         return e.code
     except KeyboardInterrupt:

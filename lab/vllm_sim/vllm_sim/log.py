@@ -1,11 +1,11 @@
-"""vLLM-style log lines: ``INFO 11-22 18:00:00 [api_server.py:1234] message``."""
+"""vLLM-style log lines: ``(APIServer pid=1) INFO 11-22 18:00:00 [api_server.py:1234] message``."""
 
 import sys
 import threading
 import time
 
 _lock = threading.Lock()
-PREFIX = ""  # e.g. "(APIServer pid=123) "; set by cli
+PREFIX = ""  # the process tag vLLM starts each line with, e.g. "(APIServer pid=123) "; set by cli
 
 
 def _emit(stream, text):
@@ -20,7 +20,7 @@ def _emit(stream, text):
 def log(level, src, msg):
     stamp = time.strftime("%m-%d %H:%M:%S")
     for line in str(msg).splitlines() or [""]:
-        _emit(sys.stdout, f"{level} {stamp} [{src}] {PREFIX}{line}")
+        _emit(sys.stdout, f"{PREFIX}{level} {stamp} [{src}] {line}")
 
 
 def info(src, msg):

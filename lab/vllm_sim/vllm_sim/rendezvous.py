@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 
-from . import VLLM_SIM_VERSION
+from . import fingerprint
 from . import log
 from .cli import fatal, SimExit
 
@@ -43,7 +43,7 @@ def hello_from_args(args):
         "quantization": args.quantization,
         "enable_expert_parallel": bool(args.enable_expert_parallel),
         "speculative_config": args.speculative_config,
-        "vllm_version": VLLM_SIM_VERSION,
+        "vllm_version": fingerprint.release_version(),
     }
 
 

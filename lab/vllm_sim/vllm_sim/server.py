@@ -10,7 +10,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import VLLM_SIM_VERSION
+from . import fingerprint
 from . import log
 from . import rendezvous
 from . import textgen
@@ -20,7 +20,7 @@ from .cli import SimExit, env_float, fatal
 KV_BASE_FP8 = 360858
 KV_SLOPE_FP8 = (612341 - 360858) / 0.05
 KV_DTYPE_FACTOR = {"fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0,
-                   "nvfp4_ds_mla": 3_200_000 / KV_BASE_FP8, "auto": 0.5, "bfloat16": 0.5}
+                   "nvfp4_ds_mla": 3_200_000 / KV_BASE_FP8, "auto": 0.5, "bfloat16": 0.5, "float16": 0.5}
 KV_BYTES_PER_FP8_TOKEN = 28672
 
 E2E_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
@@ -288,10 +288,10 @@ class Handler(BaseHTTPRequestHandler):
         return raw
 
     def _check_auth(self):
-        key = self.app.args.api_key
-        if not key or not self.path.startswith("/v1"):
+        keys = self.app.args.api_keys  # --api-key KEY [KEY ...], else VLLM_API_KEY
+        if not keys or not self.path.startswith("/v1"):
             return True
-        if self.headers.get("authorization", "") == f"Bearer {key}":
+        if self.headers.get("authorization", "") in [f"Bearer {key}" for key in keys]:
             return True
         self._send_json(401, {"error": "Unauthorized"})
         return False
@@ -314,7 +314,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("content-length", "0")
             self.end_headers()
         elif path == "/version":
-            self._send_json(200, {"version": VLLM_SIM_VERSION})
+            self._send_json(200, {"version": fingerprint.release_version()})
         elif path == "/metrics":
             self._send_text(200, self.app.engine.metrics_text(),
                             "text/plain; version=0.0.4; charset=utf-8")
@@ -451,7 +451,7 @@ class App:
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
         total_prompt = sum(prompt_tokens)
-        if not args.disable_log_requests:
+        if args.enable_log_requests:
             log.info("logger.py:41", f"Received request {rid}: max_tokens={max_tokens}, "
                                      f"temperature={temperature}, stream={stream}")
         t0 = time.monotonic()
@@ -626,9 +626,9 @@ def _simulate_load(args, faults, stop_event, delay):
         fatal("core.py:718", "ValueError: No available memory for the cache blocks. Try increasing "
                              "`gpu_memory_utilization` when initializing the engine.")
     log.info("gpu_worker.py:298", f"Available KV cache memory: {gib:.2f} GiB")
-    log.info("kv_cache_utils.py:1087", f"GPU KV cache size: {kv:,} tokens")
-    log.info("kv_cache_utils.py:1091", f"Maximum concurrency for {args.max_model_len:,} tokens per "
-                                       f"request: {kv / args.max_model_len:.2f}x")
+    log.info("kv_cache_utils.py:1147", f"GPU KV cache size: {kv:,} tokens, Maximum concurrency for "
+                                       f"{args.max_model_len:,} tokens per request: "
+                                       f"{kv / args.max_model_len:.2f}x")
     if kv < args.max_model_len:
         fatal("core.py:718",
               f"ValueError: To serve at least one request with the models's max seq len "
@@ -664,7 +664,7 @@ def run(args, faults):
     if args.speculative_config:
         log.info("config.py:413", f"Speculative config: {json.dumps(args.speculative_config)}")
     log.info("core.py:77",
-             f"Initializing a V1 LLM engine (v{VLLM_SIM_VERSION}) with config: model='{args.model}', "
+             f"Initializing a V1 LLM engine (v{fingerprint.release_version()}) with config: model='{args.model}', "
              f"speculative_config={args.speculative_config}, dtype={args.dtype}, "
              f"max_seq_len={args.max_model_len}, tensor_parallel_size={args.tensor_parallel_size}, "
              f"pipeline_parallel_size={args.pipeline_parallel_size}, "

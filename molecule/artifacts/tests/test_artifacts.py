@@ -7,7 +7,16 @@ import pytest
 HEAD = "molecule-art-a1"
 WORKER = "molecule-art-a2"
 testinfra_hosts = [HEAD, WORKER]
-TARGET = "vllm/model_executor/layers/quantization/utils/mxfp4_moe_backend.py"
+# The real vllm 0.33.0 file (the simulator image carries it from the pinned
+# wheel) and the line of Mxfp4MoEMethod's `_setup_kernel` call the patch's
+# hunk is anchored on; the same call text also sits at line 403, in the GPT-OSS
+# method, which the patch leaves alone.
+TARGET = "vllm/model_executor/layers/quantization/mxfp4.py"
+SETUP_KERNEL_LINE = 1038
+SETUP_KERNEL_CALL = "self._setup_kernel(layer, w13, w2, w13_scale, w2_scale, w13_bias, w2_bias)"
+MARKER = "# sparkfleet overlay (mxfp4-moe-cleanup):"
+DEL_LINE = "del w13, w2, w13_scale, w2_scale, w13_bias, w2_bias"
+HUNK = "@@ -1037,6 +1037,14 @@"
 MODEL_DIR = "/var/lib/sparkfleet/models/DeepSeek-V4-Flash"
 SHARDS = ["model-0000%d-of-00003.safetensors" % n for n in (1, 2, 3)]
 
@@ -59,9 +68,17 @@ def test_image_carries_its_provenance(host, head_image):
 
 
 def test_overlay_is_applied_exactly_once_in_the_image(host, head_image):
-    result = in_image(host, head_image[0], "grep -c 'torch.cuda.empty_cache()' "
-                      "/usr/local/lib/python3.11/dist-packages/%s" % TARGET)
-    assert result.stdout.strip() == "2"
+    for literal in (MARKER, DEL_LINE):
+        result = in_image(host, head_image[0], "grep -cF %s /usr/local/lib/python3.11/dist-packages/%s"
+                          % (_quote(literal), TARGET))
+        assert result.stdout.strip() == "1", literal
+    # the block opens right after Mxfp4MoEMethod's kernel setup (not the GPT-OSS
+    # call at 403): the call, a blank line, the marker comment ... del, empty_cache
+    result = in_image(host, head_image[0], "sed -n '%d,%dp' /usr/local/lib/python3.11/dist-packages/%s"
+                      % (SETUP_KERNEL_LINE, SETUP_KERNEL_LINE + 12, TARGET))
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert lines[0] == SETUP_KERNEL_CALL and lines[2].startswith(MARKER)
+    assert DEL_LINE + "\ntorch.accelerator.empty_cache()" in "\n".join(lines)
 
 
 def test_reapplying_the_overlay_changes_nothing(host, head_image):
@@ -76,14 +93,18 @@ def test_reapplying_the_overlay_changes_nothing(host, head_image):
 
 
 def test_conflicting_patch_fails_naming_file_and_hunk(host, head_image):
+    # Upstream changes the context of the hunk: Mxfp4MoEMethod's kernel setup
+    # call (line 1038, not the GPT-OSS one at 403) gets another argument.
     result = in_image(host, head_image[0],
                       "f=/usr/local/lib/python3.11/dist-packages/%s; "
-                      "sed -i 's/layer.mxfp4_kernel = kernel/layer.kernel = kernel/' $f; "
+                      "sed -i '%ds/w13_bias, w2_bias)$/w13_bias, w2_bias, None)/' $f; "
+                      "sed -n '%dp' $f | grep -qF 'w2_bias, None)' || { echo 'sed missed line %d' >&2; exit 3; }; "
                       "python3 /opt/sparkfleet/overlay/sparkfleet_overlay.py apply "
-                      "--manifest /opt/sparkfleet/overlay/manifest.json" % TARGET)
-    assert result.rc == 1
-    assert ("mxfp4-moe-cleanup: patches/mxfp4-moe-cleanup.patch hunk 1 (@@ -31,6 +31,13 @@) neither applies "
-            "to %s nor is already present" % TARGET) in result.stderr
+                      "--manifest /opt/sparkfleet/overlay/manifest.json"
+                      % (TARGET, SETUP_KERNEL_LINE, SETUP_KERNEL_LINE, SETUP_KERNEL_LINE))
+    assert result.rc == 1, result.stderr
+    assert ("mxfp4-moe-cleanup: patches/mxfp4-moe-cleanup.patch hunk 1 (%s) neither applies "
+            "to %s nor is already present" % (HUNK, TARGET)) in result.stderr
 
 
 def test_weights_are_identical_on_both_nodes(host):

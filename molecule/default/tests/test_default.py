@@ -67,6 +67,13 @@ def test_head_answers_a_chat_completion(host, prompt, expected):
         pytest.skip("the worker is headless")
     body = json.dumps({"model": "deepseek-v4-flash", "temperature": 0, "max_tokens": 16,
                        "messages": [{"role": "user", "content": prompt}]})
+    # Authentication is on by default: the key is only in the 0600 env file.
+    key = [line.split("=", 1)[1] for line in host.file(
+        "/etc/sparkfleet/sparkfleet-vllm-head.env").content_string.splitlines() if line.startswith("VLLM_API_KEY=")]
+    assert key, "no VLLM_API_KEY in the head's environment file"
+    unauthenticated = host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/v1/models")
+    assert unauthenticated.stdout.strip() == "401"
     out = host.check_output("curl -sf http://127.0.0.1:8000/v1/chat/completions "
-                            "-H 'Content-Type: application/json' -d '%s'" % body)
+                            "-H 'Content-Type: application/json' -H 'Authorization: Bearer %s' -d '%s'"
+                            % (key[0], body))
     assert expected in json.loads(out)["choices"][0]["message"]["content"]

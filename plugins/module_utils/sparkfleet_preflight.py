@@ -1,0 +1,399 @@
+# -*- coding: utf-8 -*-
+"""Fleet preflight: every inconsistency of an inventory, one line each.
+
+``problems()`` takes a plain description of the fleet -- each host's
+variables (any mapping: a dict in the tests, Ansible's lazily templated
+hostvars on the controller), which hosts are Spark nodes and which run the
+fleet endpoint -- plus the variable names sparkfleet knows, and returns one
+line per problem::
+
+    <host>: <setting> is <value>; <what is allowed>
+
+The same problem on several hosts (a typo in a group_vars file) is one line
+naming every host. Nothing here raises on a bad fleet: the playbook prints the
+lines itself, so the operator reads them without Ansible's wrapper text.
+
+Only the values a check needs are read from a host's variables; for the
+unknown-variable check only the names are (reading a value may template it).
+
+Pure Python, no Ansible imports: used by the filter plugin on the controller
+and by the unit tests.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import glob
+import os
+import re
+
+from sparkfleet_topology import NODE_ROLES, TopologyError, build_pairs
+
+# Variable name prefixes owned by sparkfleet and its roles: an inventory
+# variable with one of these that nothing reads is a typo or a leftover.
+PREFIXES = ("sparkfleet_", "spark_host_", "spark_fabric_", "spark_image_", "spark_model_",
+            "spark_service_", "spark_health_", "fleet_endpoint_")
+
+NODES_PER_PAIR = len(NODE_ROLES)
+PORT_MIN, PORT_MAX = 1, 65535
+# What the fleet_endpoint role listens on when the inventory sets nothing
+# (roles/fleet_endpoint/defaults/main.yml; the filter reads that file).
+ENDPOINT_PORT_DEFAULTS = {"fleet_endpoint_port": 8000, "fleet_endpoint_stats_port": 8404}
+HEAD_PORTS = ("sparkfleet_api_port", "sparkfleet_master_port")
+ENDPOINT_PORTS = ("fleet_endpoint_port", "fleet_endpoint_stats_port")
+# A registry digest, or a local image ID (content-addressed: the same bits on
+# every node that holds it, e.g. an image loaded from an archive).
+DIGEST_RE = re.compile(r"^([^@\s]+@)?sha256:[0-9a-f]{64}$")
+DIGEST_FORM = "name@sha256:<64 hex digits> (or a local image ID, sha256:<64 hex digits>)"
+
+_MISSING = object()
+
+
+class _Unresolved:
+    """A value whose templating failed; the reason is reported once."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+
+def _show(value):
+    """A value as the operator wrote it: strings quoted, nothing Python-specific."""
+    if value is _MISSING or value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "'%s'" % value
+    return str(value)
+
+
+def _as_int(value):
+    """An integer setting (an int, or a string of digits as `-e name=8000` gives); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    return None
+
+
+def _as_bool(value):
+    """Ansible's notion of a boolean setting; None when the value is none of them."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "yes", "on", "1", "y", "t"):
+            return True
+        if text in ("false", "no", "off", "0", "n", "f", ""):
+            return False
+    return None
+
+
+def combine(base, override):
+    """combine(recursive=True) as Ansible does it: dicts merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = combine(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class _Report:
+    """Problems in the order found; one line per distinct text, naming every host it applies to."""
+
+    def __init__(self):
+        self._hosts = {}
+
+    def add(self, host, text):
+        hosts = self._hosts.setdefault(text, [])
+        if host not in hosts:
+            hosts.append(host)
+
+    def lines(self):
+        return ["%s: %s" % (", ".join(hosts), text) if hosts[0] is not None else text
+                for text, hosts in self._hosts.items()]
+
+
+class _Host:
+    """Reads one host's variables, turning a value that cannot be templated into a problem."""
+
+    def __init__(self, name, variables, report):
+        self.name = name
+        self._vars = variables if variables is not None else {}
+        self._report = report
+
+    def names(self):
+        return [str(key) for key in self._vars.keys()]
+
+    def get(self, key, default=_MISSING):
+        if key not in self._vars:
+            return default
+        try:
+            return self._vars[key]
+        except Exception as exc:  # pylint: disable=broad-except  (templating errors of any kind)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self._report.add(self.name, "%s cannot be resolved (%s); it must evaluate to a value" % (key, reason))
+            return _Unresolved(reason)
+
+
+def _check_topology(fleet, nodes, report):
+    """The existing topology rules (one head plus one worker per pair, fabric addresses)."""
+    topo = {}
+    for name in nodes:
+        host = fleet[name]
+        topo[name] = {key: host.get(key, None) for key in
+                      ("sparkfleet_pair", "sparkfleet_node_role", "sparkfleet_fabric_address")}
+        if any(isinstance(value, _Unresolved) for value in topo[name].values()):
+            return
+    try:
+        build_pairs(topo)
+    except TopologyError as exc:
+        report.add(None, "sparkfleet inventory: %s" % exc)
+
+
+def _check_profile(head, report):
+    """The head's composed profile must use exactly the pair's GPUs."""
+    defaults = head.get("sparkfleet_profile_defaults", {})
+    profiles = head.get("sparkfleet_profiles", {})
+    name = head.get("sparkfleet_profile", _MISSING)
+    overrides = head.get("sparkfleet_profile_overrides", {})
+    gpus = head.get("sparkfleet_gpus_per_node", 1)
+    if any(isinstance(v, _Unresolved) for v in (defaults, profiles, name, overrides, gpus)):
+        return
+    gpus_per_node = _as_int(gpus)
+    if gpus_per_node is None or gpus_per_node < 1:
+        report.add(head.name, "sparkfleet_gpus_per_node is %s; must be an integer of at least 1 "
+                              "(GPUs per Spark: one GB10)" % _show(gpus))
+        gpus_per_node = None
+    if not isinstance(profiles, dict):
+        report.add(head.name, "sparkfleet_profiles is %s; must be a mapping of profile name to settings"
+                              % _show(profiles))
+        return
+    if name is _MISSING or name is None or str(name) not in profiles:
+        report.add(head.name, "sparkfleet_profile is %s; known profiles: %s"
+                              % (_show(name), ", ".join(sorted(map(str, profiles)))))
+        return
+    name = str(name)
+    for setting, value in (("sparkfleet_profile_defaults", defaults), ("sparkfleet_profiles." + name, profiles[name]),
+                           ("sparkfleet_profile_overrides", overrides)):
+        if value is not None and not isinstance(value, dict):
+            report.add(head.name, "%s is %s; must be a mapping of profile settings" % (setting, _show(value)))
+            return
+    profile = combine(combine(defaults or {}, profiles[name] or {}), overrides or {})
+    tp_raw, pp_raw = profile.get("tensor_parallel_size", _MISSING), profile.get("pipeline_parallel_size", 1)
+    tp, pp = _as_int(tp_raw), _as_int(pp_raw)
+    for setting, raw, value in (("tensor_parallel_size", tp_raw, tp), ("pipeline_parallel_size", pp_raw, pp)):
+        if value is None or value < 1:
+            report.add(head.name, "%s of profile %s is %s; must be an integer of at least 1"
+                                  % (setting, name, _show(raw)))
+    if tp is None or pp is None or tp < 1 or pp < 1 or gpus_per_node is None:
+        return
+    gpus_per_pair = NODES_PER_PAIR * gpus_per_node
+    if tp * pp != gpus_per_pair:
+        report.add(head.name, "tensor_parallel_size × pipeline_parallel_size of profile %s is %d × %d = %d; "
+                              "must equal the pair's GPUs, %d nodes × sparkfleet_gpus_per_node %d = %d"
+                              % (name, tp, pp, tp * pp, NODES_PER_PAIR, gpus_per_node, gpus_per_pair))
+
+
+def _check_ports(host, settings, defaults, report):
+    """Each port a valid number, and no two of the ports this host listens on the same."""
+    seen = {}
+    for setting in settings:
+        raw = host.get(setting, defaults.get(setting, _MISSING))
+        if isinstance(raw, _Unresolved):
+            continue
+        port = _as_int(raw)
+        if port is None or not PORT_MIN <= port <= PORT_MAX:
+            report.add(host.name, "%s is %s; must be an integer in %d..%d" % (setting, _show(raw), PORT_MIN, PORT_MAX))
+            continue
+        if port in seen:
+            report.add(host.name, "%s is %d; must differ from %s (also %d): both listen on this host"
+                                  % (setting, port, seen[port], port))
+            continue
+        seen[port] = setting
+
+
+def _check_worker_master_port(worker, head, report):
+    """The worker joins its head's rendezvous: both must name the same port."""
+    mine, theirs = _as_int(worker.get("sparkfleet_master_port", None)), _as_int(head.get("sparkfleet_master_port", None))
+    if mine is not None and theirs is not None and PORT_MIN <= theirs <= PORT_MAX and mine != theirs:
+        report.add(worker.name, "sparkfleet_master_port is %d; must equal its head %s's (%d): "
+                                "the worker joins the head's rendezvous on that port" % (mine, head.name, theirs))
+
+
+def _check_model_dir(host, report):
+    value = host.get("sparkfleet_model_dir", _MISSING)
+    if isinstance(value, _Unresolved):
+        return
+    if not isinstance(value, str) or not value.strip() or not value.startswith("/"):
+        report.add(host.name, "sparkfleet_model_dir is %s; must be an absolute path "
+                              "(where the checkpoint lives on every node)" % _show(value))
+
+
+def _check_image(host, report):
+    build_raw = host.get("sparkfleet_image_build", False)
+    if isinstance(build_raw, _Unresolved):
+        return
+    build = _as_bool(build_raw)
+    if build is None:
+        report.add(host.name, "sparkfleet_image_build is %s; must be true or false" % _show(build_raw))
+        return
+    if build:
+        return  # build mode: the tag is derived from the build inputs
+    ref = host.get("sparkfleet_image_ref", _MISSING)
+    if isinstance(ref, _Unresolved):
+        return
+    when = "with sparkfleet_image_build false it must be pinned by digest, %s" % DIGEST_FORM
+    if ref is _MISSING or ref is None or not str(ref).strip():
+        report.add(host.name, "sparkfleet_image_ref is %s; %s" % ("empty" if ref == "" else _show(ref), when))
+        return
+    ref = str(ref)
+    if DIGEST_RE.match(ref):
+        return
+    if "@" in ref:
+        report.add(host.name, "sparkfleet_image_ref is %s; the digest must be sha256: and 64 lowercase hex "
+                              "digits (%s)" % (_show(ref), DIGEST_FORM))
+        return
+    last = ref.rsplit("/", 1)[-1]
+    if ":" not in last or last.endswith(":latest"):
+        report.add(host.name, "sparkfleet_image_ref is %s; :latest moves, so %s" % (_show(ref), when))
+        return
+    report.add(host.name, "sparkfleet_image_ref is %s; a tag can name different bits on the two nodes of a pair, "
+                          "so %s" % (_show(ref), when))
+
+
+def _check_names(host, known, report):
+    for name in sorted(host.names()):
+        if not name.startswith(PREFIXES) or name in known:
+            continue
+        near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        report.add(host.name, "%s is not a variable sparkfleet knows; %s" % (
+            name, "nearest: %s" % near[0] if near
+            else "known variables are in group_vars/all/ and roles/*/meta/argument_specs.yml"))
+
+
+def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None):
+    """Every problem of the fleet, one line each; [] when the fleet is consistent.
+
+    ``hostvars`` maps each host of ``nodes`` (group sparkfleet_nodes) and
+    ``endpoints`` (group sparkfleet_endpoint) to a mapping of its variables;
+    ``known`` is the set of variable names sparkfleet knows
+    (``known_variables``); ``endpoint_defaults`` the fleet_endpoint role's
+    port defaults.
+    """
+    report = _Report()
+    defaults = dict(ENDPOINT_PORT_DEFAULTS)
+    defaults.update(endpoint_defaults or {})
+    nodes, endpoints = list(nodes or []), list(endpoints or [])
+    fleet = {name: _Host(name, hostvars[name] if name in hostvars else {}, report)
+             for name in dict.fromkeys(nodes + endpoints)}
+    known = frozenset(known)
+
+    # Names first: a misspelt setting explains the other problems it causes.
+    for name in fleet:
+        _check_names(fleet[name], known, report)
+
+    _check_topology(fleet, nodes, report)
+
+    roles = {name: fleet[name].get("sparkfleet_node_role", None) for name in nodes}
+    heads = {}
+    for name in nodes:
+        pair = fleet[name].get("sparkfleet_pair", None)
+        if roles[name] == "head" and not isinstance(pair, _Unresolved) and pair not in (None, ""):
+            heads.setdefault(str(pair), []).append(name)
+
+    for name in nodes:
+        host = fleet[name]
+        if roles[name] == "head":
+            _check_profile(host, report)
+        _check_model_dir(host, report)
+        _check_image(host, report)
+
+    for name in fleet:
+        host = fleet[name]
+        listens = []
+        if name in nodes and roles[name] == "head":
+            listens += HEAD_PORTS
+        elif name in nodes:
+            listens.append("sparkfleet_master_port")  # range only: the worker connects to it
+        if name in endpoints:
+            listens += ENDPOINT_PORTS
+        _check_ports(host, listens, defaults if name in endpoints else {}, report)
+        if name in nodes and roles[name] == "worker":
+            pair = host.get("sparkfleet_pair", None)
+            pair_heads = heads.get(str(pair), []) if not isinstance(pair, _Unresolved) else []
+            if len(pair_heads) == 1:
+                _check_worker_master_port(host, fleet[pair_heads[0]], report)
+    return report.lines()
+
+
+# --- the variable names sparkfleet knows -----------------------------------
+
+IDENTIFIER_RE = re.compile(r"(?<![A-Za-z0-9_])((?:%s)[A-Za-z0-9_]+)" % "|".join(PREFIXES))
+SCANNED = ("roles", "playbooks", "group_vars", "plugins", "site.yml")
+
+
+def _yaml():
+    import yaml  # PyYAML: ansible-core's own dependency
+
+    return yaml
+
+
+def _argument_spec_options(path):
+    with open(path, "r", encoding="utf-8") as handle:
+        data = _yaml().safe_load(handle) or {}
+    names = set()
+    for entry in (data.get("argument_specs") or {}).values():
+        names.update((entry or {}).get("options") or {})
+    return names
+
+
+def _top_level_keys(path):
+    with open(path, "r", encoding="utf-8") as handle:
+        data = _yaml().safe_load(handle)
+    return set(data) if isinstance(data, dict) else set()
+
+
+def _files(root):
+    for entry in SCANNED:
+        path = os.path.join(root, entry)
+        if os.path.isfile(path):
+            yield path
+            continue
+        # playbooks/group_vars links to group_vars: scanned once, under group_vars/.
+        for base, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not os.path.islink(os.path.join(base, d)))
+            for name in sorted(names):
+                if not name.endswith((".pyc", ".pyo")):
+                    yield os.path.join(base, name)
+
+
+@functools.lru_cache(maxsize=None)
+def known_variables(root):
+    """Every variable name sparkfleet knows, from the repository at ``root`` (cached per process).
+
+    The options of every roles/*/meta/argument_specs.yml, the keys of
+    group_vars/all/*.yml, and every identifier with a sparkfleet prefix that
+    roles/, playbooks/, group_vars/, plugins/ or site.yml mention.
+    """
+    names = set()
+    for path in sorted(glob.glob(os.path.join(root, "roles", "*", "meta", "argument_specs.yml"))):
+        names |= _argument_spec_options(path)
+    for path in sorted(glob.glob(os.path.join(root, "group_vars", "all", "*.yml"))
+                       + glob.glob(os.path.join(root, "group_vars", "all", "*.yaml"))):
+        names |= _top_level_keys(path)
+    for path in _files(root):
+        try:
+            with open(path, "r", encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        names.update(IDENTIFIER_RE.findall(text))
+    return frozenset(names)

@@ -1,0 +1,147 @@
+"""Secure defaults on the converged lab: the API needs the key at the endpoint
+and at every head, sockets listen only where they must, and the key never
+appears in Ansible's output or in a world-readable file."""
+
+import json
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+import yaml
+
+from conftest import API_KEY_FILE, INVENTORY, api_key, docker_exec, playbook
+
+MASTER_PORT = 29501
+API_PORT = 8000
+
+
+def status_of(url, key=None, body=None):
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = "Bearer %s" % key
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def endpoint_containers():
+    with open(INVENTORY, encoding="utf-8") as handle:
+        hosts = yaml.safe_load(handle)["all"]["children"]["sparkfleet_endpoint"]["hosts"]
+    return [hv["ansible_host"] for hv in hosts.values()]
+
+
+def heads(lab):
+    return [pair["head"] for pair in lab.values()]
+
+
+def test_key_file_is_private():
+    import os
+    import stat
+
+    mode = stat.S_IMODE(os.stat(API_KEY_FILE).st_mode)
+    assert mode == 0o600, oct(mode)
+    assert len(api_key()) >= 32
+
+
+@pytest.mark.parametrize("where", ["endpoint", "head"])
+def test_requests_without_the_key_are_refused(lab, endpoint, where):
+    address = endpoint if where == "endpoint" else heads(lab)[0]["sparkfleet_mgmt_address"]
+    url = "http://%s:%d/v1/models" % (address, API_PORT)
+    assert status_of(url) == 401
+    assert status_of(url, key="not-the-key-" + "x" * 20) == 401
+    assert status_of(url, key=api_key()) == 200
+
+
+def test_openai_sdk_with_the_key_gets_a_completion(endpoint):
+    import openai
+
+    client = openai.OpenAI(base_url="http://%s:%d/v1" % (endpoint, API_PORT), api_key=api_key(), max_retries=0)
+    answer = client.chat.completions.create(
+        model="deepseek-v4-flash", temperature=0, max_tokens=16,
+        messages=[{"role": "user", "content": "What is 17 + 25? Answer with the number only."}])
+    assert "42" in answer.choices[0].message.content
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url="http://%s:%d/v1" % (endpoint, API_PORT), api_key="wrong-key-" + "y" * 20,
+                      max_retries=0).models.list()
+
+
+def test_oversized_request_bodies_stop_at_the_endpoint(endpoint):
+    body = {"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "x" * (9 * 1024 * 1024)}]}
+    assert status_of("http://%s:%d/v1/chat/completions" % (endpoint, API_PORT), key=api_key(), body=body) == 413
+
+
+def listening(container):
+    """{(address, port)} of every listening TCP socket in a node container."""
+    out = docker_exec(container, "ss", "-ltnH").stdout
+    found = set()
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        address, _, port = fields[3].rpartition(":")
+        found.add((address.strip("[]"), int(port)))
+    return found
+
+
+def test_sockets_listen_only_where_needed(lab):
+    for pair in lab.values():
+        head, worker = pair["head"], pair["worker"]
+        sockets = listening(head["ansible_host"])
+        mgmt, fabric = head["sparkfleet_mgmt_address"], head["sparkfleet_fabric_address"]
+        api = {address for address, port in sockets if port == API_PORT}
+        assert api == {mgmt}, "head %s: API listens on %s, expected only %s" % (head["name"], api, mgmt)
+        rendezvous = {address for address, port in sockets if port == MASTER_PORT}
+        assert rendezvous == {fabric}, "head %s: rendezvous listens on %s" % (head["name"], rendezvous)
+        on_fabric = {port for address, port in sockets if address == fabric}
+        assert on_fabric == {MASTER_PORT}, "head %s: fabric address serves %s" % (head["name"], on_fabric)
+        wildcard = {port for address, port in sockets if address in ("0.0.0.0", "*", "::")}
+        assert API_PORT not in wildcard and MASTER_PORT not in wildcard, wildcard
+        worker_sockets = listening(worker["ansible_host"])
+        worker_fabric = {port for address, port in worker_sockets if address == worker["sparkfleet_fabric_address"]}
+        assert worker_fabric == set(), "worker %s: fabric address serves %s" % (worker["name"], worker_fabric)
+        assert not {port for _, port in worker_sockets} & {API_PORT, MASTER_PORT}
+
+
+SECRET_PATHS = ["/etc", "/var/lib/sparkfleet", "/usr/local/libexec/sparkfleet", "/run", "/root", "/var/log"]
+
+
+def world_readable_files_holding(container, secret):
+    """World-readable files under SECRET_PATHS whose content holds `secret`."""
+    script = ("find %s -xdev -type f -perm -o=r -size -20M 2>/dev/null | xargs -r grep -lF -- \"$1\" 2>/dev/null"
+              % " ".join(SECRET_PATHS))
+    result = docker_exec(container, "sh", "-c", script, "sh", secret, check=False)
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def test_no_secret_in_output_or_world_readable_files(lab, endpoint):
+    key = api_key()
+    hub_token = "hf_sparkfleetleaktest" + "Q" * 20
+    rc, converge = playbook("site.yml", "--diff", "-vv", "-e", "spark_model_hf_token=%s" % hub_token)
+    assert rc == 0, converge[-3000:]
+    rc, roll = playbook("playbooks/rolling_restart.yml", "-vv", "-e", "spark_model_hf_token=%s" % hub_token,
+                        timeout=1500)
+    assert rc == 0, roll[-3000:]
+    for name, output in (("converge --diff -vv", converge), ("rolling restart -vv", roll)):
+        assert key not in output, "%s printed the API key" % name
+        assert hub_token not in output, "%s printed the hub token" % name
+    containers = [node["ansible_host"] for pair in lab.values() for node in pair.values()]
+    containers += endpoint_containers()
+    leaks = {}
+    for container in containers:
+        for secret, label in ((key, "API key"), (hub_token, "hub token")):
+            files = world_readable_files_holding(container, secret)
+            if files:
+                leaks["%s (%s)" % (container, label)] = files
+    assert leaks == {}, leaks
+    # The key does reach the places that need it, privately.
+    head = heads(lab)[0]["ansible_host"]
+    env = docker_exec(head, "stat", "-c", "%a %U", "/etc/sparkfleet/sparkfleet-vllm-head.env").stdout.split()
+    assert env == ["600", "root"]
+    ps = docker_exec(head, "ps", "-eo", "args").stdout
+    assert key not in ps and not re.search(r"--api-key", ps)

@@ -1,0 +1,324 @@
+"""Preflight: every inconsistent fleet is refused with one line per problem, before any host is touched."""
+
+import copy
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+from sparkfleet_preflight import combine, known_variables, problems
+
+EXAMPLE = os.path.join(ROOT, "inventory", "example")
+KNOWN = known_variables(ROOT)
+GPUS = "must equal the pair's GPUs, 2 nodes × sparkfleet_gpus_per_node"
+PIN = ("with sparkfleet_image_build false it must be pinned by digest, name@sha256:<64 hex digits> "
+       "(or a local image ID, sha256:<64 hex digits>)")
+DIGEST = "registry.example.internal/sparkfleet/vllm-spark@sha256:" + "ab" * 32
+
+
+def _load(path):
+    with open(path, "r", encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def example_fleet():
+    """inventory/example/ with the repo's group_vars/all, as Ansible layers them (no templating needed)."""
+    inventory = _load(os.path.join(EXAMPLE, "hosts.yml"))["all"]
+    repo_all = {}
+    for path in sorted(glob.glob(os.path.join(ROOT, "group_vars", "all", "*.yml"))):
+        repo_all.update(_load(path))
+    groups = {name: group.get("hosts") or {} for name, group in inventory["children"].items()}
+    group_files = {name: _load(path) for name in groups
+                   for path in [os.path.join(EXAMPLE, "group_vars", name + ".yml")] if os.path.exists(path)}
+    hostvars = {}
+    for group, hosts in groups.items():
+        for host, own in hosts.items():
+            hostvars[host] = {**repo_all, **(inventory.get("vars") or {}), **group_files.get(group, {}), **(own or {})}
+    return hostvars, list(groups["sparkfleet_nodes"]), list(groups["sparkfleet_endpoint"])
+
+
+def check(changes=None, nodes=None, endpoints=None):
+    """Problems of the example fleet with ``changes`` ({host: {var: value or DELETE}}) applied."""
+    hostvars, example_nodes, example_endpoints = example_fleet()
+    for host, settings in (changes or {}).items():
+        hostvars.setdefault(host, {})
+        for key, value in settings.items():
+            if value is DELETE:
+                hostvars[host].pop(key, None)
+            else:
+                hostvars[host][key] = value
+    return problems(hostvars, example_nodes if nodes is None else nodes,
+                    example_endpoints if endpoints is None else endpoints, KNOWN)
+
+
+DELETE = object()
+NODES = ("spark-01", "spark-02", "spark-03", "spark-04")
+
+
+def on(hosts, **settings):
+    return {host: dict(settings) for host in ([hosts] if isinstance(hosts, str) else hosts)}
+
+
+def test_example_inventory_has_no_problems():
+    assert check() == []
+
+
+def test_example_inventory_has_no_problems_through_ansible():
+    """The filter on real hostvars (templated group_vars, magic variables, implicit localhost)."""
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    run = subprocess.run([ansible, "localhost", "-i", EXAMPLE, "--playbook-dir", os.path.join(ROOT, "playbooks"),
+                          "-m", "ansible.builtin.debug", "-a", "msg={{ hostvars | sparkfleet_preflight(groups) | to_json }}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, env=_ansible_env())
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "msg: '[]'" in run.stdout, run.stdout
+
+
+REFUSALS = [
+    # --- the composed profile must use exactly the pair's GPUs
+    ("tensor parallel 4 on a two-node pair",
+     on("spark-01", sparkfleet_profile_overrides={"tensor_parallel_size": 4}),
+     ["spark-01: tensor_parallel_size × pipeline_parallel_size of profile balanced is 4 × 1 = 4; %s 1 = 2" % GPUS]),
+    ("pipeline parallel on top of tensor parallel",
+     on("spark-03", sparkfleet_profile_overrides={"pipeline_parallel_size": 2}),
+     ["spark-03: tensor_parallel_size × pipeline_parallel_size of profile balanced is 2 × 2 = 4; %s 1 = 2" % GPUS]),
+    ("profile too small for two GPUs per node",
+     on(NODES, sparkfleet_gpus_per_node=2),
+     ["spark-01, spark-03: tensor_parallel_size × pipeline_parallel_size of profile balanced is 2 × 1 = 2; "
+      "%s 2 = 4" % GPUS]),
+    ("a profile's own setting counts (profile, then overrides, combined)",
+     on("spark-01", sparkfleet_profile="latency",
+        sparkfleet_profiles={**example_fleet()[0]["spark-01"]["sparkfleet_profiles"],
+                             "latency": {"tensor_parallel_size": 1}}),
+     ["spark-01: tensor_parallel_size × pipeline_parallel_size of profile latency is 1 × 1 = 1; %s 1 = 2" % GPUS]),
+    ("non-integer parallel size",
+     on("spark-01", sparkfleet_profile_overrides={"tensor_parallel_size": "two"}),
+     ["spark-01: tensor_parallel_size of profile balanced is 'two'; must be an integer of at least 1"]),
+    ("GPUs per node below one",
+     on(NODES, sparkfleet_gpus_per_node=0),
+     ["spark-01, spark-03: sparkfleet_gpus_per_node is 0; must be an integer of at least 1 (GPUs per Spark: one GB10)"]),
+    ("unknown profile name",
+     on("spark-03", sparkfleet_profile="fast"),
+     ["spark-03: sparkfleet_profile is 'fast'; known profiles: balanced, latency, long_context_1m, throughput"]),
+    # --- ports
+    ("API port out of range (heads listen on it)",
+     on(NODES, sparkfleet_api_port=70000),
+     ["spark-01, spark-03: sparkfleet_api_port is 70000; must be an integer in 1..65535"]),
+    ("master port zero",
+     on(NODES, sparkfleet_master_port=0),
+     ["spark-01, spark-02, spark-03, spark-04: sparkfleet_master_port is 0; must be an integer in 1..65535"]),
+    ("port that is not a number",
+     on("spark-01", sparkfleet_api_port="http"),
+     ["spark-01: sparkfleet_api_port is 'http'; must be an integer in 1..65535"]),
+    ("endpoint port out of range",
+     on("fleet-gw", fleet_endpoint_port=70000),
+     ["fleet-gw: fleet_endpoint_port is 70000; must be an integer in 1..65535"]),
+    ("stats port out of range",
+     on("fleet-gw", fleet_endpoint_stats_port=-1),
+     ["fleet-gw: fleet_endpoint_stats_port is -1; must be an integer in 1..65535"]),
+    ("master port equal to the API port",
+     on(("spark-01", "spark-02"), sparkfleet_master_port=8000),
+     ["spark-01: sparkfleet_master_port is 8000; must differ from sparkfleet_api_port (also 8000): "
+      "both listen on this host"]),
+    ("stats port equal to the endpoint port",
+     on("fleet-gw", fleet_endpoint_stats_port=8000),
+     ["fleet-gw: fleet_endpoint_stats_port is 8000; must differ from fleet_endpoint_port (also 8000): "
+      "both listen on this host"]),
+    ("worker joins another rendezvous port than its head's",
+     on("spark-04", sparkfleet_master_port=29502),
+     ["spark-04: sparkfleet_master_port is 29502; must equal its head spark-03's (29501): "
+      "the worker joins the head's rendezvous on that port"]),
+    # --- the checkpoint path
+    ("empty model dir",
+     on(NODES, sparkfleet_model_dir=""),
+     ["spark-01, spark-02, spark-03, spark-04: sparkfleet_model_dir is ''; must be an absolute path "
+      "(where the checkpoint lives on every node)"]),
+    ("relative model dir",
+     on("spark-02", sparkfleet_model_dir="models/DeepSeek-V4-Flash"),
+     ["spark-02: sparkfleet_model_dir is 'models/DeepSeek-V4-Flash'; must be an absolute path "
+      "(where the checkpoint lives on every node)"]),
+    ("unset model dir",
+     on("spark-02", sparkfleet_model_dir=DELETE),
+     ["spark-02: sparkfleet_model_dir is unset; must be an absolute path (where the checkpoint lives on every node)"]),
+    # --- the prebuilt image must be pinned by digest
+    ("empty image reference",
+     on(NODES, sparkfleet_image_ref=""),
+     ["spark-01, spark-02, spark-03, spark-04: sparkfleet_image_ref is empty; %s" % PIN]),
+    ("latest tag",
+     on(NODES, sparkfleet_image_ref="registry.example.internal/sparkfleet/vllm-spark:latest"),
+     ["spark-01, spark-02, spark-03, spark-04: sparkfleet_image_ref is "
+      "'registry.example.internal/sparkfleet/vllm-spark:latest'; :latest moves, so %s" % PIN]),
+    ("no tag at all (implicitly latest)",
+     on("spark-01", sparkfleet_image_ref="registry.example.internal:5000/vllm-spark"),
+     ["spark-01: sparkfleet_image_ref is 'registry.example.internal:5000/vllm-spark'; :latest moves, so %s" % PIN]),
+    ("a tag",
+     on("spark-01", sparkfleet_image_ref="registry.example.internal/sparkfleet/vllm-spark:v0.33.0"),
+     ["spark-01: sparkfleet_image_ref is 'registry.example.internal/sparkfleet/vllm-spark:v0.33.0'; a tag can name "
+      "different bits on the two nodes of a pair, so %s" % PIN]),
+    ("a short digest",
+     on("spark-01", sparkfleet_image_ref="vllm-spark@sha256:abc123"),
+     ["spark-01: sparkfleet_image_ref is 'vllm-spark@sha256:abc123'; the digest must be sha256: and 64 lowercase "
+      "hex digits (name@sha256:<64 hex digits> (or a local image ID, sha256:<64 hex digits>))"]),
+    ("build mode that is not a boolean",
+     on("spark-01", sparkfleet_image_build="sometimes"),
+     ["spark-01: sparkfleet_image_build is 'sometimes'; must be true or false"]),
+    # --- variables nothing reads
+    ("misspelt profile variable",
+     on(NODES, sparkfleet_profil="throughput"),
+     ["spark-01, spark-02, spark-03, spark-04: sparkfleet_profil is not a variable sparkfleet knows; "
+      "nearest: sparkfleet_profile"]),
+    ("misspelt role variable on the endpoint",
+     on("fleet-gw", fleet_endpoint_prot=8080),
+     ["fleet-gw: fleet_endpoint_prot is not a variable sparkfleet knows; nearest: fleet_endpoint_port"]),
+    ("misspelt fleet setting",
+     on("spark-02", sparkfleet_gpu_per_node=1),
+     ["spark-02: sparkfleet_gpu_per_node is not a variable sparkfleet knows; nearest: sparkfleet_gpus_per_node"]),
+    ("nothing close",
+     on("spark-02", spark_host_zzzzzzzzzzzzzzzzzzzzzzzz=1),
+     ["spark-02: spark_host_zzzzzzzzzzzzzzzzzzzzzzzz is not a variable sparkfleet knows; known variables are in "
+      "group_vars/all/ and roles/*/meta/argument_specs.yml"]),
+    # --- topology (the existing rules, as a line instead of an exception)
+    ("two heads in a pair",
+     on("spark-02", sparkfleet_node_role="head"),
+     ["sparkfleet inventory: pair a has 2 head node(s) (spark-01, spark-02); a pair is exactly one head "
+      "(rank 0, serves the API) and one worker (rank 1, headless)"]),
+]
+
+
+@pytest.mark.parametrize("changes, expected", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_refusal(changes, expected):
+    assert check(changes) == expected
+
+
+ACCEPTED = [
+    ("build mode ignores the image reference", on(NODES, sparkfleet_image_build=True, sparkfleet_image_ref="x:latest")),
+    ("build mode as -e gives it", on(NODES, sparkfleet_image_build="true", sparkfleet_image_ref="")),
+    ("digest after a tag", on(NODES, sparkfleet_image_ref="vllm-spark:v1@sha256:" + "0" * 64)),
+    ("ports as -e gives them", on(NODES, sparkfleet_api_port="9000", sparkfleet_master_port="29600")),
+    ("the worker's own profile choice is not used", on("spark-02", sparkfleet_profile="nonexistent")),
+    ("variables without sparkfleet's prefixes are not ours", on(NODES, my_site_setting=1, spark_rack="r1")),
+    ("two GPUs per node with TP 4", on(("spark-01", "spark-02"), sparkfleet_gpus_per_node=2,
+                                       sparkfleet_profile_overrides={"tensor_parallel_size": 4})),
+]
+
+
+@pytest.mark.parametrize("changes", [a[1] for a in ACCEPTED], ids=[a[0] for a in ACCEPTED])
+def test_accepted(changes):
+    assert check(changes) == []
+
+
+def test_head_and_endpoint_on_one_host_need_four_distinct_ports():
+    assert check(nodes=list(NODES), endpoints=["spark-01"]) == [
+        "spark-01: fleet_endpoint_port is 8000; must differ from sparkfleet_api_port (also 8000): both listen on this host"]
+    assert check(on("spark-01", fleet_endpoint_port=8080, fleet_endpoint_stats_port=29501),
+                 nodes=list(NODES), endpoints=["spark-01"]) == [
+        "spark-01: fleet_endpoint_stats_port is 29501; must differ from sparkfleet_master_port (also 29501): "
+        "both listen on this host"]
+
+
+def test_every_problem_is_reported_at_once():
+    found = check({"spark-01": {"sparkfleet_profil": "throughput", "sparkfleet_api_port": 70000,
+                                "sparkfleet_image_ref": "vllm-spark:latest"}})
+    assert [line.split(":", 2)[1].split()[0] for line in found] == [
+        "sparkfleet_profil", "sparkfleet_image_ref", "sparkfleet_api_port"]
+
+
+def test_a_value_that_cannot_be_templated_is_a_problem_not_a_crash():
+    class Lazy(dict):
+        def __getitem__(self, key):
+            if key == "sparkfleet_model_dir":
+                raise RuntimeError("'sparkfleet_root' is undefined\nmore detail")
+            return dict.__getitem__(self, key)
+
+    hostvars, nodes, endpoints = example_fleet()
+    hostvars["spark-02"] = Lazy(hostvars["spark-02"])
+    assert problems(hostvars, nodes, endpoints, KNOWN) == [
+        "spark-02: sparkfleet_model_dir cannot be resolved ('sparkfleet_root' is undefined); it must evaluate to a value"]
+
+
+def _filter_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "sparkfleet_preflight_filter", os.path.join(ROOT, "plugins", "filter", "sparkfleet_preflight.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_filter_reports_deferred_template_errors():
+    """ansible-core 2.19 hands a filter an Undefined (its deferred error marker), even nested, instead of raising."""
+    from jinja2 import StrictUndefined
+
+    hostvars, nodes, endpoints = example_fleet()
+    hostvars["spark-01"]["sparkfleet_profile_overrides"] = {"env": {"X": StrictUndefined(name="site_env")}}
+    hostvars["spark-02"]["sparkfleet_model_dir"] = StrictUndefined(name="sparkfleet_root")
+    module = _filter_module()
+    assert module.FilterModule().filters()["sparkfleet_preflight"] is module.sparkfleet_preflight
+    assert module.sparkfleet_preflight(hostvars, {"sparkfleet_nodes": nodes, "sparkfleet_endpoint": endpoints}) == [
+        "spark-01: sparkfleet_profile_overrides cannot be resolved ('site_env' is undefined); it must evaluate to a value",
+        "spark-02: sparkfleet_model_dir cannot be resolved ('sparkfleet_root' is undefined); it must evaluate to a value"]
+
+
+def test_filter_without_nodes_reports_the_topology():
+    assert _filter_module().sparkfleet_preflight({}, {}) == [
+        "sparkfleet inventory: the inventory has no hosts in group sparkfleet_nodes: describe at least one pair "
+        "(see inventory/example/)"]
+
+
+def test_combine_is_recursive_for_mappings_only():
+    assert combine({"a": {"x": 1, "y": 2}, "l": [1, 2]}, {"a": {"y": 3}, "l": [3]}) == {"a": {"x": 1, "y": 3}, "l": [3]}
+
+
+def test_known_variables_come_from_specs_group_vars_and_code():
+    assert known_variables(ROOT) is KNOWN  # cached per process
+    assert {"fleet_endpoint_stats_port",  # an argument spec option
+            "sparkfleet_gpus_per_node",  # a group_vars/all key
+            "sparkfleet_fabric_address",  # read by the roles, set only in inventories
+            "spark_image_serving_ref",  # set by a task
+            } <= KNOWN
+    assert "sparkfleet_profil" not in KNOWN
+
+
+# --- the playbook: the run stops on the controller, each problem one line, no wrapper text
+
+def _ansible_env():
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0")
+    env.pop("ANSIBLE_CONFIG", None)
+    return env
+
+
+def test_preflight_playbook_refuses_with_one_line_per_problem(tmp_path):
+    inventory = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, inventory)
+    # Every host on the controller: should anything run past preflight, it touches no real machine.
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    hosts["all"]["vars"] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    with open(inventory / "group_vars" / "sparkfleet_nodes.yml", "a", encoding="utf-8") as handle:
+        handle.write("sparkfleet_profil: throughput\nsparkfleet_profile_overrides: {tensor_parallel_size: 4}\n"
+                     "sparkfleet_model_dir: \"{{ sparkfleet_root }}/models\"\n")
+    playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    run = subprocess.run([playbook, "-i", str(inventory), "playbooks/preflight.yml"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=_ansible_env())
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    lines = [line.strip() for line in output.splitlines()]
+    for expected in (
+            "spark-01, spark-02, spark-03, spark-04: sparkfleet_profil is not a variable sparkfleet knows; "
+            "nearest: sparkfleet_profile",
+            "spark-01, spark-03: tensor_parallel_size × pipeline_parallel_size of profile balanced is 4 × 1 = 4; "
+            "%s 1 = 2" % GPUS,
+            "spark-01, spark-02, spark-03, spark-04: sparkfleet_model_dir cannot be resolved "
+            "('sparkfleet_root' is undefined); it must evaluate to a value"):
+        assert expected in lines, output
+    assert "Task failed: Finalization" not in output
+    assert "Error while resolving" not in output
+    # Nothing after the first play ran.
+    assert "PLAY [Group the nodes" not in output, output
+    assert "spark-01" not in output.split("PLAY RECAP", 1)[1], output

@@ -1,0 +1,165 @@
+"""sparkfleet against the real pinned vLLM release (its wheel, read, never imported).
+
+The wheel is downloaded once from PyPI into .cache/vllm and checked by sha256.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+import sparkfleet_vllm_args as vllm_args
+import vllm_release
+from test_vllm_args import HEAD, SERVICE, WORKER, compose, shipped_profiles
+
+
+@pytest.fixture(scope="module")
+def fingerprint():
+    return vllm_release.fingerprint()
+
+
+@pytest.fixture(scope="module")
+def help_all():
+    return vllm_release.real_help("all")
+
+
+def test_fingerprint_is_what_the_pinned_wheel_says():
+    """Regenerate the fingerprint from the wheel: any difference fails."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "vllm-fingerprint"), "--check"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_fingerprint_holds_what_the_gates_and_the_flag_check_rely_on(fingerprint):
+    assert fingerprint["release"]["version"] == vllm_release.pinned_version()
+    serve = fingerprint["serve"]
+    assert serve["usage"] == "usage: vllm serve [model_tag] [options]"
+    assert serve["help"]["plain_lists_options"] is False and serve["help"]["all_option"] == "--help=all"
+    flags = {f for o in serve["options"] for f in o["flags"] + o["hidden_flags"]}
+    assert len(flags) == 485
+    assert {"--headless", "--master-addr", "--master-port", "--nnodes", "-n", "--node-rank", "-r",
+            "--moe-backend", "--shutdown-timeout", "--no-enable-prefix-caching"} <= flags
+    assert "--swap-space" not in flags
+    assert fingerprint["health"] == {"path": "/health", "ok": 200, "engine_dead": 503}
+    assert "VLLM_TRITON_MLA_SPARSE" not in fingerprint["env"]
+    assert "VLLM_SKIP_INIT_MEMORY_CHECK" not in fingerprint["env"]
+    assert "VLLM_USE_B12X_MOE" not in fingerprint["env"]
+    assert "VLLM_WORKER_MULTIPROC_METHOD" in fingerprint["env"]
+    assert fingerprint["deprecated_values"]["speculative_config.method"]["deepseek_mtp"] == "mtp"
+    assert "cudagraph_mode" in fingerprint["json_configs"]["compilation_config"]["keys"]
+    assert "FULL_AND_PIECEWISE" in fingerprint["json_configs"]["compilation_config"]["choices"]["cudagraph_mode"]
+
+
+def test_plain_help_of_the_release_lists_no_option_and_the_check_says_so():
+    text = vllm_release.real_help()
+    assert text.startswith("usage: vllm serve [model_tag] [options]")
+    assert "Config Groups" in text
+    # The old scan found only --help in the description's "--help=ModelConfig".
+    with pytest.raises(vllm_args.LaunchConfigError, match="--help=all"):
+        vllm_args.Surface.from_help(text)
+
+
+def test_help_all_of_the_release_reads_back_to_the_fingerprint(fingerprint, help_all):
+    from_help = vllm_args.Surface.from_help(help_all)
+    pinned = vllm_args.Surface.from_fingerprint(fingerprint)
+    assert set(from_help.by_flag) == set(pinned.by_flag)
+    for flag, (option, negated) in pinned.by_flag.items():
+        seen, seen_negated = from_help.by_flag[flag]
+        assert seen_negated == negated, flag
+        assert vllm_args._arity(seen) == vllm_args._arity(option), flag
+        if option["choices"] is not None:
+            assert seen["choices"] == [str(c) for c in option["choices"]], flag
+        assert (seen.get("known_values") or None) == (option.get("known_values") or None), flag
+
+
+def profile_argvs():
+    defaults, profiles = shipped_profiles()
+    for name, profile in sorted(profiles.items()):
+        composed = compose(defaults, profile)
+        for node in (HEAD, WORKER):
+            yield name, node["role"], composed, vllm_args.render_serve_args(composed, node, SERVICE)
+
+
+@pytest.mark.parametrize("name, role, composed, argv", list(profile_argvs()),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_every_profile_passes_the_release_on_both_checks(name, role, composed, argv, fingerprint, help_all):
+    pinned = vllm_args.Surface.from_fingerprint(fingerprint)
+    assert vllm_args.check_argv(argv, pinned) == ([], []), (name, role)
+    assert vllm_args.check_argv(argv, vllm_args.Surface.from_help(help_all)) == ([], []), (name, role)
+    assert vllm_args.unknown_env(composed["env"], fingerprint["env"]) == [], name
+
+
+def test_a_misspelt_flag_is_named_with_the_nearest_real_one(fingerprint):
+    defaults, profiles = shipped_profiles()
+    composed = compose(defaults, {**profiles["balanced"], "extra_args": ["--max-num-seqz", "8"]})
+    argv = vllm_args.render_serve_args(composed, HEAD, SERVICE)
+    problems, _ = vllm_args.check_argv(argv, vllm_args.Surface.from_fingerprint(fingerprint))
+    assert problems == ["--max-num-seqz is not a `vllm serve` option of vLLM %s (pinned fingerprint); "
+                        "nearest: --max-num-seqs" % fingerprint["release"]["version"]]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["m", "--swap-space", "4"], "--swap-space is not a `vllm serve` option"),
+    (["m", "--kv-cache-dtype", "fp9"], "--kv-cache-dtype: 'fp9' is not one of the values this release knows"),
+    (["m", "--moe-backend", "b12x_flashinfer"], "--moe-backend: invalid choice 'b12x_flashinfer'"),
+    (["m", "--compilation-config", '{"cudagraph_mod": "FULL"}'],
+     "--compilation-config has key 'cudagraph_mod', which CompilationConfig does not know (nearest: cudagraph_mode)"),
+    (["m", "--compilation-config", '{"cudagraph_mode": "FULLX"}'], "--compilation-config cudagraph_mode is 'FULLX'"),
+    (["m", "--speculative-config", '{"method": "mtp", "num_speculative_token": 2}'],
+     "--speculative-config has key 'num_speculative_token'"),
+    (["m", "--speculative-config.method", "mtpx"], "--speculative-config method is 'mtpx'"),
+    (["m", "--speculative-config", "{method:mtp}"], "--speculative-config: invalid JSON value"),
+    (["m", "--max-model-len", "abc"], "--max-model-len: invalid human_int_or_auto value 'abc'"),
+    (["m", "--gpu-memory-utilization", "x"], "--gpu-memory-utilization: invalid float value 'x'"),
+    (["m", "--enable-prefix-caching=1"], "--enable-prefix-caching takes no value"),
+])
+def test_the_pinned_release_refuses_what_real_vllm_refuses(argv, expected, fingerprint):
+    problems, _ = vllm_args.check_argv(argv, vllm_args.Surface.from_fingerprint(fingerprint))
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("argv", [
+    ["m", "--max_model_len", "8192"],
+    ["m", "--max-model-len", "auto"],
+    ["m", "--max-model-len", "200k"],
+    ["m", "--no-enable-prefix-caching", "--disable-prefix-caching", "--enable-prefix-caching"],
+    ["m", "--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "2"],
+    ["m", "--moe-backend", "FlashInfer-B12X"],
+    ["m", "-tp", "2", "-n", "2", "-r", "1", "--headless"],
+    ["m", "--compilation-config", '{"cudagraph_mode": "full_and_piecewise"}'],
+])
+def test_the_pinned_release_accepts_the_forms_real_vllm_accepts(argv, fingerprint):
+    assert vllm_args.check_argv(argv, vllm_args.Surface.from_fingerprint(fingerprint))[0] == []
+
+
+def test_deprecated_speculative_method_is_a_warning_naming_the_new_one(fingerprint):
+    problems, warnings = vllm_args.check_argv(
+        ["m", "--speculative-config", json.dumps({"method": "deepseek_mtp", "num_speculative_tokens": 2})],
+        vllm_args.Surface.from_fingerprint(fingerprint))
+    assert problems == []
+    assert warnings == ["--speculative-config method 'deepseek_mtp' is deprecated in vLLM %s and replaced "
+                        "with 'mtp'" % fingerprint["release"]["version"]]
+
+
+def test_unknown_vllm_variables_are_named_with_the_nearest(fingerprint):
+    found = vllm_args.unknown_env({"VLLM_SKIP_INIT_MEMORY_CHECK": "1", "VLLM_WORKER_MULTIPROC_METHD": "spawn",
+                                   "NCCL_DEBUG": "INFO", "VLLM_HOST_IP": "1.2.3.4"}, fingerprint["env"])
+    assert found[1] == ("VLLM_WORKER_MULTIPROC_METHD", "VLLM_WORKER_MULTIPROC_METHOD")
+    assert [name for name, _ in found] == ["VLLM_SKIP_INIT_MEMORY_CHECK", "VLLM_WORKER_MULTIPROC_METHD"]
+
+
+def test_overlay_targets_in_the_fingerprint_are_the_wheel_files(fingerprint):
+    import hashlib
+
+    import yaml
+
+    with open(os.path.join(ROOT, "files", "overlay", "manifest.yml"), encoding="utf-8") as handle:
+        targets = {e["target"] for e in yaml.safe_load(handle)["entries"]}
+    assert set(fingerprint["files"]) == targets
+    with vllm_release.wheel() as wheel:
+        for path, meta in fingerprint["files"].items():
+            assert hashlib.sha256(wheel.read_bytes(path)).hexdigest() == meta["sha256"]
