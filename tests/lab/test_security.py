@@ -145,3 +145,57 @@ def test_no_secret_in_output_or_world_readable_files(lab, endpoint):
     assert env == ["600", "root"]
     ps = docker_exec(head, "ps", "-eo", "args").stdout
     assert key not in ps and not re.search(r"--api-key", ps)
+
+
+def test_key_rotation_refuses_no_request(lab, endpoint, record_property):
+    """Rotate the API key under load: clients on the old key, then on the new one,
+    never see a refused or failed request (README "Security", key rotation)."""
+    import secrets
+    import time
+
+    from loadgen import LoadGenerator
+
+    old = api_key()
+    new = secrets.token_urlsafe(36)
+    url = "http://%s:%d" % (endpoint, API_PORT)
+    window = json.dumps({"sparkfleet_api_key": new, "sparkfleet_api_key_previous": old})
+    done = json.dumps({"sparkfleet_api_key": new})
+    old_load = LoadGenerator(url, workers=2, max_seconds=900, api_key=old).start()
+    new_load = None
+    try:
+        # 1. Every head learns the new key beside the old one, pair by pair.
+        rc, output = playbook("playbooks/rolling_restart.yml", "-e", window, timeout=1500)
+        assert rc == 0, output[-3000:]
+        # 2. The endpoint accepts both; clients move to the new key.
+        rc, output = playbook("playbooks/endpoint.yml", "-e", window)
+        assert rc == 0, output[-3000:]
+        new_load = LoadGenerator(url, workers=2, max_seconds=900, api_key=new).start()
+        time.sleep(3)
+    finally:
+        old_summary = old_load.stop()
+    try:
+        # 3. The old key is retired on the heads, then at the endpoint.
+        rc, output = playbook("playbooks/rolling_restart.yml", "-e", done, timeout=1500)
+        assert rc == 0, output[-3000:]
+        rc, output = playbook("playbooks/endpoint.yml", "-e", done)
+        assert rc == 0, output[-3000:]
+        time.sleep(2)
+    finally:
+        new_summary = new_load.stop() if new_load else {"sent": 0, "failed": 0, "failures": []}
+        # The lab keeps serving on the new key: store it where sparkfleet reads it.
+        with open(API_KEY_FILE, "w", encoding="utf-8") as handle:
+            handle.write(new + "\n")
+    print("key rotation: old-key clients %s, new-key clients %s" % (
+        json.dumps({k: old_summary[k] for k in ("sent", "failed")}),
+        json.dumps({k: new_summary[k] for k in ("sent", "failed")})))
+    record_property("rotation_old_key_sent", old_summary["sent"])
+    record_property("rotation_new_key_sent", new_summary["sent"])
+    assert old_summary["failed"] == 0, old_summary["failures"][:5]
+    assert new_summary["failed"] == 0, new_summary["failures"][:5]
+    assert old_summary["sent"] > 10 and new_summary["sent"] > 10
+    head = heads(lab)[0]["sparkfleet_mgmt_address"]
+    for address in (endpoint, head):
+        assert status_of("http://%s:%d/v1/models" % (address, API_PORT), key=old) == 401
+        assert status_of("http://%s:%d/v1/models" % (address, API_PORT), key=new) == 200
+    keys_file = docker_exec(heads(lab)[0]["ansible_host"], "ls", "/etc/sparkfleet/", check=False).stdout
+    assert "api-keys.yaml" not in keys_file

@@ -163,3 +163,23 @@ def test_overlay_targets_in_the_fingerprint_are_the_wheel_files(fingerprint):
     with vllm_release.wheel() as wheel:
         for path, meta in fingerprint["files"].items():
             assert hashlib.sha256(wheel.read_bytes(path)).hexdigest() == meta["sha256"]
+
+
+def test_what_the_gates_read_is_what_the_release_writes(fingerprint):
+    """The health gate's metric names and log patterns, against the release's sources."""
+    import sparkfleet_health as health
+
+    lines = fingerprint["log_lines"]
+    # vLLM formats the line with the pool name "GPU" on CUDA and comma-grouped tokens.
+    kv_line = lines["kv_cache_size"]["text"] % ("GPU", "{:,}".format(3215872))
+    assert health.KV_CACHE_LINE.search(kv_line).group(1) == "3,215,872"
+    source = open(os.path.join(ROOT, "plugins", "module_utils", "sparkfleet_health.py"), encoding="utf-8").read()
+    read = set(__import__("re").findall(r'"(vllm:[a-z_]+)"', source))
+    assert read, "the gate reads no vLLM metric?"
+    for name in read:
+        # prometheus_client adds _total to counters at exposition.
+        assert name in fingerprint["metrics"] or name[:-len("_total")] in fingerprint["metrics"], name
+    unit = open(os.path.join(ROOT, "roles", "spark_service", "templates", "sparkfleet-vllm.service.j2"),
+                encoding="utf-8").read()
+    waited = __import__("re").search(r'--wait-for "([^"]+)"', unit).group(1)
+    assert waited == lines["loading_weights_took"]["text"]
