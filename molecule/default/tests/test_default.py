@@ -40,7 +40,7 @@ def test_argv_matches_role(host):
         assert "--headless" in serve and rank == "1"
     assert serve[serve.index("--master-addr") + 1] == "10.79.1.11"
     # JSON flags reach vLLM as single, valid JSON argv elements.
-    assert json.loads(serve[serve.index("--speculative-config") + 1])["method"] == "deepseek_mtp"
+    assert json.loads(serve[serve.index("--speculative-config") + 1])["method"] == "mtp"
 
 
 def test_running_container_got_the_rendered_argv(host):
@@ -77,3 +77,23 @@ def test_head_answers_a_chat_completion(host, prompt, expected):
                             "-H 'Content-Type: application/json' -H 'Authorization: Bearer %s' -d '%s'"
                             % (key[0], body))
     assert expected in json.loads(out)["choices"][0]["message"]["content"]
+
+
+def listening(host):
+    """{(address, port)} of the node's listening TCP sockets."""
+    found = set()
+    for line in host.check_output("ss -ltnH").splitlines():
+        address, _, port = line.split()[3].rpartition(":")
+        found.add((address.strip("[]"), int(port)))
+    return found
+
+
+def test_rendezvous_listens_on_the_fabric_address_only(host):
+    sockets = listening(host)
+    rendezvous = {address for address, port in sockets if port == 29501}
+    if role_of(host) == "head":
+        assert rendezvous == {"10.79.1.11"}, rendezvous
+    else:
+        # The worker dials the head; it listens on neither the API nor the rendezvous port.
+        assert rendezvous == set()
+        assert not {port for _, port in sockets} & {8000, 29501}
