@@ -322,3 +322,45 @@ def test_preflight_playbook_refuses_with_one_line_per_problem(tmp_path):
     # Nothing after the first play ran.
     assert "PLAY [Group the nodes" not in output, output
     assert "spark-01" not in output.split("PLAY RECAP", 1)[1], output
+
+
+def _example_inventory(tmp_path):
+    inventory = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, inventory)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    hosts["all"]["vars"] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    return inventory
+
+
+def _preflight(tmp_path, inventory, *extra):
+    env = _ansible_env()
+    env["HOME"] = str(tmp_path)  # the generated API key file lands here, not in the real home
+    playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    run = subprocess.run([playbook, "-i", str(inventory), "playbooks/preflight.yml"] + list(extra),
+                         cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    return run.returncode, run.stdout + run.stderr
+
+
+def test_preflight_renders_and_checks_every_launch_of_the_example_fleet(tmp_path):
+    """The whole preflight (every node's launch rendered and checked against the
+    pinned vLLM fingerprint) passes on the example fleet, generating the API key
+    into a private file and printing it nowhere."""
+    inventory = _example_inventory(tmp_path)
+    rc, output = _preflight(tmp_path, inventory)
+    assert rc == 0, output[-4000:]
+    key_file = tmp_path / ".config" / "sparkfleet" / "inventory.api-key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert oct(key_file.parent.stat().st_mode & 0o777) == "0o700"
+    key = key_file.read_text().strip()
+    assert len(key) == 48 and key not in output
+
+
+def test_a_misspelt_flag_stops_preflight_with_one_line_naming_the_nearest(tmp_path):
+    inventory = _example_inventory(tmp_path)
+    rc, output = _preflight(tmp_path, inventory, "-e",
+                            '{"sparkfleet_profile_overrides": {"extra_args": ["--max-num-seqz", "8"]}}')
+    assert rc != 0
+    assert ("spark-01: --max-num-seqz is not a `vllm serve` option of vLLM 0.33.0 (pinned fingerprint); "
+            "nearest: --max-num-seqs") in output, output[-4000:]
+    assert "Task failed: Finalization" not in output and "Error while resolving" not in output
