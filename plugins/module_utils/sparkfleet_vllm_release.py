@@ -13,11 +13,12 @@ Standard library only (plus PyYAML for the pin file).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
 import zipfile
+
+from sparkfleet_overlay import sha256_file  # the same stdlib helper, one copy
 
 RELEASES_FILE = os.path.join("files", "vllm", "releases.yml")
 CACHE_DIR = os.path.join(".cache", "vllm")
@@ -50,14 +51,6 @@ def pin(version, root=None):
     return entry
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def wheel_path(version, root=None, download=True):
     """Path of the verified wheel of ``version``, downloading it when missing."""
     root = root or repo_root()
@@ -74,7 +67,7 @@ def wheel_path(version, root=None, download=True):
         result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
         if result.returncode != 0 or not os.path.isfile(path):
             raise ReleaseError("could not download %s from PyPI:\n%s" % (entry["wheel"], result.stdout[-2000:]))
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != entry["sha256"]:
         raise ReleaseError("%s has sha256 %s, pinned %s: delete it and download again"
                            % (path, actual, entry["sha256"]))
