@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import sparkfleet_memory as memory  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_overlay as overlay  # noqa: E402  pylint: disable=wrong-import-position
+import sparkfleet_progress as progress  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_topology as topology  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_vllm_args as vllm_args  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -52,6 +53,14 @@ def sparkfleet_serve_args(profile, node, service):
         return vllm_args.render_serve_args(dict(profile), dict(node), dict(service))
     except vllm_args.LaunchConfigError as exc:
         raise AnsibleFilterError("sparkfleet launch settings: %s" % exc)
+
+
+def sparkfleet_drain_bound(profile, cap):
+    """Seconds a stop waits for in-flight answers under this profile (see vllm_args.drain_bound)."""
+    try:
+        return vllm_args.drain_bound(dict(profile), cap)
+    except (vllm_args.LaunchConfigError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError("sparkfleet drain bound: %s" % exc)
 
 
 def sparkfleet_profile_errors(profile, name):
@@ -106,6 +115,41 @@ def sparkfleet_help_check(args, help_text, source="the image's vLLM"):
         return {"problems": [str(exc)], "warnings": []}
     problems, warnings = vllm_args.check_argv(list(args), surface)
     return {"problems": problems, "warnings": warnings}
+
+
+def sparkfleet_fingerprint_log_lines(fingerprint_path, keys=None):
+    """The pinned release's log texts ({key: text}), all or those of ``keys``; an unknown key is an error."""
+    lines = {key: entry["text"] for key, entry in _fingerprint(str(fingerprint_path)).get("log_lines", {}).items()}
+    if keys is None:
+        return lines
+    missing = [key for key in keys if key not in lines]
+    if missing:
+        raise AnsibleFilterError("sparkfleet vLLM fingerprint %s has no log line %s; regenerate it with "
+                                 "scripts/vllm-fingerprint" % (fingerprint_path, ", ".join(missing)))
+    return [lines[key] for key in keys]
+
+
+def sparkfleet_progress_line(head, worker, pair):
+    """The progress line of a starting pair from both ranks' sparkfleet_start_progress results."""
+    worker = dict(worker) if worker else None
+    return progress.report_line(pair, float(head.get("elapsed_s") or 0), dict(head), worker, head.get("expected_s"))
+
+
+def sparkfleet_progress_failure(head, worker, pair, timeout_s):
+    """Why a pair's start is over without its API: the last phase of both ranks and their last log lines."""
+    head, worker = dict(head), dict(worker or {})
+    if head.get("stopped"):
+        why = "the head's unit is %s" % head.get("active_state")
+    elif worker.get("stopped"):
+        why = "the worker's unit is %s" % worker.get("active_state")
+    else:
+        why = "no API after %s s (spark_health_startup_timeout %s s)" % (head.get("elapsed_s"), timeout_s)
+    lines = ["pair %s did not come up: %s." % (pair, why),
+             "Last phase reached: head %s; worker %s." % (head.get("text", "?"), worker.get("text", "?"))]
+    for role, result in (("head", head), ("worker", worker)):
+        lines.append("Last relevant log lines of the %s:" % role)
+        lines += ["  " + line for line in (result.get("last_lines") or ["(none)"])]
+    return "\n".join(lines)
 
 
 def sparkfleet_fingerprint_release(fingerprint_path):
@@ -165,8 +209,12 @@ class FilterModule:
             "sparkfleet_serve_args": sparkfleet_serve_args,
             "sparkfleet_env_lines": sparkfleet_env_lines,
             "sparkfleet_profile_errors": sparkfleet_profile_errors,
+            "sparkfleet_drain_bound": sparkfleet_drain_bound,
             "sparkfleet_launch_check": sparkfleet_launch_check,
             "sparkfleet_help_check": sparkfleet_help_check,
             "sparkfleet_fingerprint_release": sparkfleet_fingerprint_release,
+            "sparkfleet_fingerprint_log_lines": sparkfleet_fingerprint_log_lines,
+            "sparkfleet_progress_line": sparkfleet_progress_line,
+            "sparkfleet_progress_failure": sparkfleet_progress_failure,
             "sparkfleet_min_free_kbytes": sparkfleet_min_free_kbytes,
         }

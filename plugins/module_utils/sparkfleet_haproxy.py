@@ -245,19 +245,31 @@ class Endpoint:
             raise HAProxyError("after '%s' the server is %s, not %s" % (command, now, state))
         return True
 
-    def wait_idle(self, name, timeout, interval=1.0):
-        """Wait until the server has no current sessions (scur 0); return the
-        seconds waited, or raise naming the server and the sessions left."""
+    def wait_idle(self, name, timeout, interval=1.0, raise_on_timeout=True):
+        """Wait until the server has no current sessions (scur 0).
+
+        Returns (seconds waited, sessions still open). At the timeout, raises
+        naming the server and the sessions left, or with raise_on_timeout
+        false returns them."""
         start = self._clock()
         while True:
             current = self.server(name)["scur"]
             waited = self._clock() - start
             if current == 0:
-                return waited
+                return waited, 0
             if waited >= timeout:
+                if not raise_on_timeout:
+                    return waited, current
                 raise HAProxyError("%s/%s still has %d session(s) in flight after %ss of draining (timeout %ss)"
                                    % (self.backend, name, current, int(waited), timeout))
             self._sleep(min(interval, max(timeout - waited, 0.05)))
+
+    def cut_sessions(self, name):
+        """Close every session still open to the server (the drain bound was reached)."""
+        command = "shutdown sessions server %s/%s" % (self.backend, name)
+        answer = self.send(command)
+        if answer.strip():
+            raise HAProxyError("HAProxy refused '%s': %s" % (command, answer.strip()))
 
     def others_serving(self, name, servers=None):
         """Other servers that take new requests now (ready and passing checks)."""

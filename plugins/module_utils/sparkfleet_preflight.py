@@ -228,6 +228,27 @@ def _check_worker_master_port(worker, head, report):
                                 "the worker joins the head's rendezvous on that port" % (mine, head.name, theirs))
 
 
+def _check_stop_bounds(host, report):
+    """The drain bound and vLLM's own drain (--shutdown-timeout) agree: a stop
+    outside a rollout (reboot, systemctl stop) must wait at least as long for
+    answers in flight as a rollout's drain does. The unit's stop timeout is
+    derived from the shutdown timeout in its template."""
+    drain = host.get("sparkfleet_roll_drain_timeout", _MISSING)
+    shutdown = host.get("spark_service_shutdown_timeout", drain)
+    if isinstance(drain, _Unresolved) or isinstance(shutdown, _Unresolved) or drain is _MISSING:
+        return
+    drain_s, shutdown_s = _as_int(drain), _as_int(shutdown)
+    if drain_s is None or drain_s < 1:
+        report.add(host.name, "sparkfleet_roll_drain_timeout is %s; must be a whole number of seconds, at least 1 "
+                              "(how long a stop waits for answers in flight)" % _show(drain))
+        return
+    if shutdown_s is None or shutdown_s < drain_s:
+        report.add(host.name, "spark_service_shutdown_timeout is %s; must be an integer of at least the drain bound "
+                              "sparkfleet_roll_drain_timeout (%d s), or a reboot or `systemctl stop` cuts answers a "
+                              "rollout would wait for (leave it unset: it follows the drain bound)"
+                   % (_show(shutdown), drain_s))
+
+
 def _check_model_dir(host, report):
     value = host.get("sparkfleet_model_dir", _MISSING)
     if isinstance(value, _Unresolved):
@@ -313,6 +334,8 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None):
         host = fleet[name]
         if roles[name] == "head":
             _check_profile(host, report)
+            if len(heads.get(str(host.get("sparkfleet_pair", None)), [])) == 1:
+                _check_stop_bounds(host, report)
         _check_model_dir(host, report)
         _check_image(host, report)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 
 # Profile keys rendered as plain ``--flag value`` pairs.
@@ -135,7 +136,14 @@ def render_serve_args(profile, node, service):
     for key, flag in JSON_FLAGS:
         if profile.get(key):
             args += [flag, json_flag_value(flag, profile[key])]
-    generation = profile.get("generation") or {}
+    generation = dict(profile.get("generation") or {})
+    if profile.get("max_answer_tokens"):
+        if "max_new_tokens" in generation and generation["max_new_tokens"] != profile["max_answer_tokens"]:
+            raise LaunchConfigError("generation.max_new_tokens and max_answer_tokens disagree; set "
+                                    "max_answer_tokens only (the drain bound is derived from it)")
+        # vLLM's server-wide output limit (get_max_tokens): the longest answer
+        # any request gets, so the drain bound derived from it holds.
+        generation["max_new_tokens"] = int(profile["max_answer_tokens"])
     if generation:
         # Sampling defaults decide whether output stays clean; vLLM's own
         # generation config plus an explicit override is the known-good shape.
@@ -556,6 +564,11 @@ PROFILE_SPEC = {
     "env": {"type": dict},
     "extra_args": {"type": list},
     "min_kv_cache_tokens": {"type": int, "min": 0},
+    # The longest answer a request gets (vLLM's server-wide max_new_tokens),
+    # and how fast one stream decodes on a full pair: together they give the
+    # drain bound (drain_bound below).
+    "max_answer_tokens": {"type": int, "min": 16, "max": 1048576},
+    "decode_tok_s_per_stream": {"type": float, "min": 0.1, "max": 10000.0},
     "min_spec_acceptance": {"type": float, "min": 0.0, "max": 16.0},
 }
 JSON_FLAG_NAMES = frozenset(flag for _, flag in JSON_FLAGS) | {
@@ -609,3 +622,22 @@ def profile_errors(name, profile):
                 if not isinstance(parsed, dict):
                     errors.append("profile %s: extra_args %s value must be a JSON object" % (name, flag))
     return errors
+
+
+# Seconds a request may wait before its first token (queue, prefill) on top
+# of its decode time, in the drain bound.
+DRAIN_MARGIN_S = 30
+
+
+def drain_bound(profile, cap, margin=DRAIN_MARGIN_S):
+    """Seconds a stop waits for in-flight answers: the longest answer the
+    profile allows (max_answer_tokens) at its per-stream decode rate on a full
+    pair (decode_tok_s_per_stream), plus a margin, at most ``cap``. Without
+    both figures the cap is the bound."""
+    cap = int(cap)
+    if cap < 1:
+        raise LaunchConfigError("the drain cap must be at least 1 s, got %s" % cap)
+    tokens, rate = profile.get("max_answer_tokens"), profile.get("decode_tok_s_per_stream")
+    if not tokens or not rate:
+        return cap
+    return int(min(cap, math.ceil(float(tokens) / float(rate)) + int(margin)))

@@ -55,7 +55,29 @@ SURFACE_LITERALS = {
         "init_engine_took": ("init engine (profile, create kv cache, warmup model) took", None),
         "free_memory_check": ("less than desired GPU memory utilization", "vllm/v1/worker/utils.py"),
         "unknown_env": ("Unknown vLLM environment variable detected", None),
+        # Start-up phases the progress report names (head, then worker).
+        "head_waits_for_workers": ("DP group leader: node_rank=%d", "vllm/v1/executor/multiproc_executor.py"),
+        "headless_launch": ("headless multiproc executor, ", "vllm/entrypoints/cli/serve.py"),
+        "starting_to_load": ("Starting to load model %s...", "vllm/v1/worker/gpu_model_runner.py"),
+        "loading_shards": ("Loading safetensors checkpoint shards", None),
+        "kv_cache_memory": ("Available KV cache memory: %s GiB", None),
+        "graph_capturing_finished": ("Graph capturing finished in", None),
+        "api_server_starting": ("Starting vLLM server on %s", None),
+        # What a SIGTERM makes vLLM say (--shutdown-timeout: 0 aborts, >0 drains).
+        "shutdown_triggered": ("[shutdown] API server: shutdown triggered", None),
+        "shutdown_stopping_engine": ("[shutdown] API server: stopping engine client mode=%s timeout=%ss", None),
+        "shutdown_draining": ("[shutdown] EngineCore: draining in-flight requests ", None),
+        "shutdown_aborting": ("[shutdown] EngineCore: aborting in-flight requests count=%d", None),
     },
+}
+
+# Request fields the simulator honours, with the request class and file that
+# must declare them in the pinned release (their defaults are recorded).
+REQUEST_FIELDS = {
+    "chat": ("ChatCompletionRequest", "vllm/entrypoints/openai/chat_completion/protocol.py",
+             ("max_tokens", "max_completion_tokens", "min_tokens", "ignore_eos", "stream")),
+    "completion": ("CompletionRequest", "vllm/entrypoints/openai/completion/protocol.py",
+                   ("max_tokens", "min_tokens", "ignore_eos", "stream")),
 }
 
 # Config classes whose keys sparkfleet renders as JSON flags, and the fields
@@ -926,6 +948,30 @@ def surface_literals(index, names):
     return metrics, lines
 
 
+def request_fields(index):
+    """Defaults of the request fields the simulator honours, per endpoint."""
+    out = {}
+    for endpoint, (cls_name, path, wanted) in sorted(REQUEST_FIELDS.items()):
+        cls = next((node for node in index.tree(path).body
+                    if isinstance(node, ast.ClassDef) and node.name == cls_name), None)
+        if cls is None:
+            raise FingerprintError("%s: class %s not found" % (path, cls_name))
+        found = {}
+        for stmt in cls.body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) \
+                    and stmt.target.id in wanted:
+                value = stmt.value
+                if isinstance(value, ast.Call) and _dotted(value.func) == "Field":
+                    value = next((kw.value for kw in value.keywords if kw.arg == "default"),
+                                 value.args[0] if value.args else None)
+                found[stmt.target.id] = {"default": _const(value) if value is not None else None}
+        missing = sorted(set(wanted) - set(found))
+        if missing:
+            raise FingerprintError("%s.%s lacks %s" % (cls_name, path, ", ".join(missing)))
+        out[endpoint] = {"class": cls_name, "file": path, "fields": found}
+    return out
+
+
 def build(wheel, version, overlay_targets=()):
     """The fingerprint of the wheel (a sparkfleet_vllm_release.Wheel)."""
     names = [n for n in wheel.names if n.endswith(".py")]
@@ -951,5 +997,6 @@ def build(wheel, version, overlay_targets=()):
         "health": health_semantics(index),
         "metrics": metrics,
         "log_lines": log_lines,
+        "requests": request_fields(index),
         "files": files,
     }

@@ -37,9 +37,18 @@ options:
     type: bool
     default: false
   timeout:
-    description: Seconds O(wait_idle) waits at most.
+    description: Seconds O(wait_idle) waits at most (the drain bound).
     type: int
     default: 300
+  on_timeout:
+    description:
+      - What O(wait_idle) does when the server still has sessions at O(timeout).
+      - C(fail) fails naming the sessions left. C(cut) closes them at the endpoint
+        (C(shutdown sessions server)), reports how many in RV(cut) and succeeds, so
+        a stop that follows never waits on answers longer than the drain bound.
+    type: str
+    choices: [fail, cut]
+    default: fail
   interval:
     description: Seconds between polls while waiting.
     type: float
@@ -95,6 +104,14 @@ waited_s:
   description: Seconds spent waiting for the server to become idle.
   returned: when O(wait_idle=true) and not in check mode
   type: float
+in_flight:
+  description: Sessions the server had when the wait began (the requests the drain waited for).
+  returned: when O(wait_idle=true) and not in check mode
+  type: int
+cut:
+  description: Sessions still open at O(timeout) and closed at the endpoint (O(on_timeout=cut)); 0 when none.
+  returned: when O(wait_idle=true) and not in check mode
+  type: int
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -122,7 +139,13 @@ def run(module, endpoint, result):
     if p["state"] != "info":
         result["changed"] = endpoint.set_state(p["server"], p["state"], check_mode=module.check_mode)
     if p["wait_idle"] and not module.check_mode:
-        result["waited_s"] = round(endpoint.wait_idle(p["server"], p["timeout"], p["interval"]), 1)
+        result["in_flight"] = before["scur"]
+        waited, left = endpoint.wait_idle(p["server"], p["timeout"], p["interval"],
+                                          raise_on_timeout=p["on_timeout"] == "fail")
+        if left:
+            endpoint.cut_sessions(p["server"])
+        result["waited_s"] = round(waited, 1)
+        result["cut"] = left
     result["servers"] = endpoint.servers()
     result["server"] = result["servers"][p["server"]]
     return result
@@ -137,6 +160,7 @@ def main():
             state=dict(type="str", default="info", choices=["info", "ready", "drain", "maint"]),
             wait_idle=dict(type="bool", default=False),
             timeout=dict(type="int", default=300),
+            on_timeout=dict(type="str", default="fail", choices=["fail", "cut"]),
             interval=dict(type="float", default=1.0),
             refuse_last=dict(type="bool", default=True),
         ),

@@ -18,6 +18,20 @@ PROMPTS = (
 )
 
 
+def read_sse(response):
+    """The JSON events of an OpenAI server-sent event stream, and whether it ended with [DONE]."""
+    events = []
+    for raw in response:
+        line = raw.decode("utf-8").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return events, True
+        events.append(json.loads(data))
+    return events, False
+
+
 class LoadGenerator:
     def __init__(self, base_url, model="deepseek-v4-flash", workers=4, max_requests=5000,
                  max_seconds=1800, timeout=120, api_key=None):
@@ -52,17 +66,9 @@ class LoadGenerator:
             if not stream:
                 text = json.load(response)["choices"][0]["message"]["content"]
             else:
-                parts, done = [], False
-                for raw in response:
-                    line = raw.decode("utf-8").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    delta = json.loads(data)["choices"][0].get("delta", {})
-                    parts.append(delta.get("content") or "")
+                events, done = read_sse(response)
+                parts = [event["choices"][0].get("delta", {}).get("content") or ""
+                         for event in events if event.get("choices")]
                 if not done:
                     raise ValueError("stream ended without [DONE]")
                 text = "".join(parts)
@@ -108,3 +114,67 @@ class LoadGenerator:
         return {"sent": self.sent, "ok": len(self.latencies), "failed": len(self.failures),
                 "p50_s": pct(0.50), "p99_s": pct(0.99), "failures": self.failures[:10],
                 "seconds": round(time.monotonic() - self.started, 1)}
+
+
+class LongStreams:
+    """Long answers (tens of seconds to minutes) through the endpoint, each in
+    its own thread, as agent traffic sends them: ``ignore_eos`` with a
+    ``max_tokens`` makes the answer exactly that long, so an answer that
+    arrives whole has exactly ``max_tokens`` tokens (streamed: one content
+    delta per token, then ``[DONE]``). Each result records when it started and
+    ended, whether it arrived whole, and why not."""
+
+    def __init__(self, base_url, api_key, tokens_per_s, model="deepseek-v4-flash"):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.tokens_per_s = tokens_per_s
+        self.model = model
+        self.lock = threading.Lock()
+        self.results = []
+        self.threads = []
+        self.origin = time.monotonic()
+
+    def start(self, seconds, stream):
+        tokens = int(seconds * self.tokens_per_s)
+        result = {"seconds": seconds, "stream": stream, "tokens": tokens, "received": 0, "whole": False,
+                  "started_s": round(time.monotonic() - self.origin, 1), "ended_s": None, "error": None}
+        with self.lock:
+            self.results.append(result)
+        thread = threading.Thread(target=self._run, args=(result,), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        return result
+
+    def _run(self, result):
+        body = {"model": self.model, "max_tokens": result["tokens"], "ignore_eos": True, "temperature": 0,
+                "stream": result["stream"], "messages": [{"role": "user", "content": "Write a long report."}]}
+        if result["stream"]:
+            body["stream_options"] = {"include_usage": True}
+        request = urllib.request.Request(
+            self.base_url + "/v1/chat/completions", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer %s" % self.api_key})
+        try:
+            with urllib.request.urlopen(request, timeout=result["seconds"] * 4 + 120) as response:
+                if not result["stream"]:
+                    answer = json.load(response)
+                    result["received"] = answer["usage"]["completion_tokens"]
+                    result["whole"] = (result["received"] == result["tokens"]
+                                       and answer["choices"][0]["finish_reason"] == "length")
+                else:
+                    events, done = read_sse(response)
+                    usage = next((e["usage"]["completion_tokens"] for e in events if e.get("usage")), None)
+                    deltas = sum(1 for e in events for c in e.get("choices", []) if c.get("delta", {}).get("content"))
+                    result["received"] = deltas
+                    result["whole"] = done and deltas == usage == result["tokens"]
+                    if not done:
+                        result["error"] = "stream ended without [DONE] after %d of %d tokens" % (deltas, result["tokens"])
+        except Exception as exc:  # pylint: disable=broad-except  (a cut answer fails in many ways: keep why)
+            result["error"] = "%s: %s" % (type(exc).__name__, exc)
+        result["ended_s"] = round(time.monotonic() - self.origin, 1)
+
+    def wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            return [dict(r) for r in self.results]

@@ -98,19 +98,34 @@ def listening(container):
     return found
 
 
+def can_connect(container, address, port, timeout=3):
+    """Whether a TCP connection from inside a lab container to address:port is accepted."""
+    probe = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), %d).close()\n"
+             "except OSError:\n sys.exit(1)\n" % timeout)
+    return docker_exec(container, "python3", "-c", probe, address, str(port), check=False).returncode == 0
+
+
 def test_sockets_listen_only_where_needed(lab):
+    endpoint = endpoint_containers()[0]
     for pair in lab.values():
         head, worker = pair["head"], pair["worker"]
         sockets = listening(head["ansible_host"])
         mgmt, fabric = head["sparkfleet_mgmt_address"], head["sparkfleet_fabric_address"]
         api = {address for address, port in sockets if port == API_PORT}
         assert api == {mgmt}, "head %s: API listens on %s, expected only %s" % (head["name"], api, mgmt)
+        # torch's TCPStore listens on every address, as on a real Spark...
         rendezvous = {address for address, port in sockets if port == MASTER_PORT}
-        assert rendezvous == {fabric}, "head %s: rendezvous listens on %s" % (head["name"], rendezvous)
-        on_fabric = {port for address, port in sockets if address == fabric}
-        assert on_fabric == {MASTER_PORT}, "head %s: fabric address serves %s" % (head["name"], on_fabric)
+        assert rendezvous and rendezvous <= {"*", "0.0.0.0", "::"}, rendezvous
+        assert {port for address, port in sockets if address == fabric} == set()
+        # ...so the kernel keeps it to the fabric: the worker reaches it over the
+        # fabric; nobody reaches it over the management network.
+        assert can_connect(worker["ansible_host"], fabric, MASTER_PORT)
+        assert not can_connect(endpoint, mgmt, MASTER_PORT), "%s:%d open to the management network" % (mgmt, MASTER_PORT)
+        assert not can_connect(worker["ansible_host"], mgmt, MASTER_PORT)
+        guard = docker_exec(head["ansible_host"], "iptables", "-S", "SPARKFLEET-FABRIC-ONLY").stdout
+        assert "--dport %d -j DROP" % MASTER_PORT in guard, guard
         wildcard = {port for address, port in sockets if address in ("0.0.0.0", "*", "::")}
-        assert API_PORT not in wildcard and MASTER_PORT not in wildcard, wildcard
+        assert API_PORT not in wildcard, wildcard
         worker_sockets = listening(worker["ansible_host"])
         worker_fabric = {port for address, port in worker_sockets if address == worker["sparkfleet_fabric_address"]}
         assert worker_fabric == set(), "worker %s: fabric address serves %s" % (worker["name"], worker_fabric)

@@ -122,3 +122,29 @@ def test_readahead_never_fails_on_read_only_sys(tmp_path):
     result = subprocess.run([sys.executable, READAHEAD, "load", "--sys-block", str(tmp_path / "none")],
                             capture_output=True, text=True)
     assert result.returncode == 0 and "no NVMe disks" in result.stdout
+
+
+def test_readahead_restore_waits_for_any_of_the_weights_loaded_lines(monkeypatch):
+    """A load format that never prints the default loader's line still ends the wait at the next marker."""
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("sparkfleet_readahead", READAHEAD)
+    spec = importlib.util.spec_from_loader("sparkfleet_readahead", loader)
+    tool = importlib.util.module_from_spec(spec)
+    loader.exec_module(tool)
+    journal = ["Starting to load model /models/x...", "Model loading took 75.33 GiB and 50.1 seconds"]
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout="\n".join(journal[:len(calls)]), stderr="")
+
+    monkeypatch.setattr(tool.subprocess, "run", fake_run)
+    monkeypatch.setattr(tool.time, "sleep", lambda s: None)
+    assert tool.wait_for(["Loading weights took", "Model loading took"], 60, "abc") is True
+    assert len(calls) == 2 and "_SYSTEMD_INVOCATION_ID=abc" in calls[0]
+    calls.clear()
+    journal[:] = ["nothing relevant"]
+    clock = iter(range(0, 1000, 30))
+    monkeypatch.setattr(tool.time, "monotonic", lambda: next(clock))
+    assert tool.wait_for(["Loading weights took"], 60, "abc") is False

@@ -90,6 +90,12 @@ class FakeHAProxy:
                 return "No such server.\n"
             self.servers[name][0] = words[4]
             return "\n"
+        if words[:3] == ["shutdown", "sessions", "server"] and len(words) == 4:
+            backend, _, name = words[3].partition("/")
+            if backend != "vllm_heads" or name not in self.servers:
+                return "No such server.\n"
+            self.servers[name][1] = 0
+            return "\n"
         return "Unknown command. Please enter one of the following commands only :\n  help\n"
 
     def serve(self):
@@ -265,8 +271,7 @@ def test_wait_idle_returns_once_sessions_end(haproxy):
 
     haproxy.on_stat = finish_one
     clock = FakeClock()
-    waited = endpoint(haproxy, clock).wait_idle("spark-a1", timeout=30, interval=1)
-    assert waited == 2.0
+    assert endpoint(haproxy, clock).wait_idle("spark-a1", timeout=30, interval=1) == (2.0, 0)
 
 
 def test_wait_idle_timeout_names_server_and_sessions_left(haproxy):
@@ -277,6 +282,33 @@ def test_wait_idle_timeout_names_server_and_sessions_left(haproxy):
     assert "vllm_heads/spark-a1 still has 2 session(s)" in str(err.value)
     assert "timeout 5s" in str(err.value)
     assert clock.now == pytest.approx(5.0)
+
+
+def test_wait_idle_can_return_what_is_left_at_the_bound(haproxy):
+    haproxy.servers["spark-a1"][1] = 2
+    clock = FakeClock()
+    assert endpoint(haproxy, clock).wait_idle("spark-a1", timeout=5, interval=1, raise_on_timeout=False) == (5.0, 2)
+
+
+def test_module_cuts_the_streams_left_at_the_drain_bound_and_counts_them(haproxy):
+    mod = load_module()
+    haproxy.servers["spark-a1"][1] = 3
+
+    def two_finish(fake):  # once drained, all but one stream end; that one outlives the bound
+        if fake.servers["spark-a1"][0] == "drain" and fake.servers["spark-a1"][1] > 1:
+            fake.servers["spark-a1"][1] -= 1
+
+    haproxy.on_stat = two_finish
+    clock = FakeClock()
+    result = mod.run(FakeModule(server="spark-a1", state="drain", wait_idle=True, timeout=10, on_timeout="cut"),
+                     endpoint(haproxy, clock), {"changed": False})
+    assert result["in_flight"] == 3 and result["cut"] == 1 and result["waited_s"] == 10.0
+    assert "shutdown sessions server vllm_heads/spark-a1" in haproxy.commands
+    assert haproxy.servers["spark-a1"][1] == 0
+    haproxy.servers["spark-a1"][1] = 2
+    with pytest.raises(HAProxyError, match="still has 1 session"):
+        mod.run(FakeModule(server="spark-a1", state="drain", wait_idle=True, timeout=10), endpoint(haproxy, clock),
+                {"changed": False})
 
 
 # --- the Ansible module's run() --------------------------------------------
@@ -299,7 +331,7 @@ class FakeModule:
     def __init__(self, check_mode=False, **params):
         self.check_mode = check_mode
         self.params = dict(socket=None, backend="vllm_heads", server=None, state="info", wait_idle=False,
-                           timeout=300, interval=1.0, refuse_last=True)
+                           timeout=300, interval=1.0, refuse_last=True, on_timeout="fail")
         self.params.update(params)
 
 
@@ -314,7 +346,7 @@ def test_module_info_drain_ready_and_refuse_last(haproxy):
     assert drained["previous_state"] == "ready"
     assert drained["server"]["admin_state"] == "drain"
     assert drained["others_serving"] == ["spark-b1"]
-    assert drained["waited_s"] == 0.0
+    assert drained["waited_s"] == 0.0 and drained["in_flight"] == 0 and drained["cut"] == 0
 
     again = mod.run(FakeModule(server="spark-a1", state="drain"), ep, {"changed": False})
     assert again["changed"] is False

@@ -13,6 +13,7 @@ import yaml
 from conftest import ROOT
 
 from sparkfleet_preflight import combine, known_variables, problems
+from sparkfleet_vllm_args import drain_bound
 
 EXAMPLE = os.path.join(ROOT, "inventory", "example")
 KNOWN = known_variables(ROOT)
@@ -40,6 +41,13 @@ def example_fleet():
     for group, hosts in groups.items():
         for host, own in hosts.items():
             hostvars[host] = {**repo_all, **(inventory.get("vars") or {}), **group_files.get(group, {}), **(own or {})}
+    # The one templated default a check reads, as Ansible resolves it (the
+    # through-Ansible tests below run the real template).
+    for host, variables in hostvars.items():
+        profile = combine(repo_all["sparkfleet_profile_defaults"],
+                          repo_all["sparkfleet_profiles"][variables.get("sparkfleet_profile", "balanced")]
+                          if variables.get("sparkfleet_profile", "balanced") in repo_all["sparkfleet_profiles"] else {})
+        variables["sparkfleet_roll_drain_timeout"] = drain_bound(profile, repo_all["sparkfleet_roll_drain_cap"])
     return hostvars, list(groups["sparkfleet_nodes"]), list(groups["sparkfleet_endpoint"])
 
 
@@ -167,6 +175,16 @@ REFUSALS = [
     ("build mode that is not a boolean",
      on("spark-01", sparkfleet_image_build="sometimes"),
      ["spark-01: sparkfleet_image_build is 'sometimes'; must be true or false"]),
+    # --- stop bounds: vLLM's own drain never shorter than a rollout's
+    ("shutdown timeout below the drain bound",
+     on("spark-01", spark_service_shutdown_timeout=10),
+     ["spark-01: spark_service_shutdown_timeout is 10; must be an integer of at least the drain bound "
+      "sparkfleet_roll_drain_timeout (900 s), or a reboot or `systemctl stop` cuts answers a rollout would wait "
+      "for (leave it unset: it follows the drain bound)"]),
+    ("drain bound of zero",
+     on(NODES, sparkfleet_roll_drain_timeout=0),
+     ["spark-01, spark-03: sparkfleet_roll_drain_timeout is 0; must be a whole number of seconds, at least 1 "
+      "(how long a stop waits for answers in flight)"]),
     # --- variables nothing reads
     ("misspelt profile variable",
      on(NODES, sparkfleet_profil="throughput"),
@@ -199,6 +217,9 @@ ACCEPTED = [
     ("build mode ignores the image reference", on(NODES, sparkfleet_image_build=True, sparkfleet_image_ref="x:latest")),
     ("build mode as -e gives it", on(NODES, sparkfleet_image_build="true", sparkfleet_image_ref="")),
     ("digest after a tag", on(NODES, sparkfleet_image_ref="vllm-spark:v1@sha256:" + "0" * 64)),
+    ("a drain bound as -e gives it, with vLLM's drain following it",
+     on(NODES, sparkfleet_roll_drain_timeout="120")),
+    ("a longer engine drain than the rollout's", on(NODES, spark_service_shutdown_timeout=1200)),
     ("ports as -e gives them", on(NODES, sparkfleet_api_port="9000", sparkfleet_master_port="29600")),
     ("the worker's own profile choice is not used", on("spark-02", sparkfleet_profile="nonexistent")),
     ("variables without sparkfleet's prefixes are not ours", on(NODES, my_site_setting=1, spark_rack="r1")),

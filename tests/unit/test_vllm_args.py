@@ -171,3 +171,35 @@ def test_profile_spec_refuses_bad_values_with_the_field(change, message):
     defaults, profiles = shipped_profiles()
     errors = profile_errors("balanced", {**compose(defaults, profiles["balanced"]), **change})
     assert any(message in e for e in errors), errors
+
+
+def test_max_answer_tokens_is_vllms_server_wide_max_new_tokens():
+    args = render_serve_args(dict(PROFILE, max_answer_tokens=16384), HEAD, SERVICE)
+    assert value_of(args, "--generation-config") == "vllm"
+    assert json.loads(value_of(args, "--override-generation-config")) == {
+        "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 16384}
+    with pytest.raises(LaunchConfigError, match="set max_answer_tokens only"):
+        render_serve_args(dict(PROFILE, max_answer_tokens=100, generation={"max_new_tokens": 200}), HEAD, SERVICE)
+
+
+@pytest.mark.parametrize("profile, cap, bound", [
+    ({"max_answer_tokens": 16384, "decode_tok_s_per_stream": 44.5}, 900, 399),   # 368.2 s + 30, rounded up
+    ({"max_answer_tokens": 16384, "decode_tok_s_per_stream": 10.2}, 900, 900),   # 1607 s + 30: capped
+    ({"max_answer_tokens": 12000, "decode_tok_s_per_stream": 100.0}, 150, 150),
+    ({"max_answer_tokens": 3000, "decode_tok_s_per_stream": 100.0}, 150, 60),
+    ({}, 900, 900),  # no figures: the cap is the bound
+])
+def test_drain_bound_is_the_longest_answer_at_the_decode_rate_capped(profile, cap, bound):
+    assert vllm_args.drain_bound(profile, cap) == bound
+
+
+def test_every_shipped_profile_states_its_decode_rate():
+    import os
+    import yaml
+    from conftest import ROOT
+    with open(os.path.join(ROOT, "group_vars", "all", "profiles.yml"), encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    for name, profile in data["sparkfleet_profiles"].items():
+        composed = dict(data["sparkfleet_profile_defaults"], **profile)
+        assert composed.get("decode_tok_s_per_stream") and composed.get("max_answer_tokens"), name
+        assert vllm_args.profile_errors(name, composed) == []

@@ -559,3 +559,146 @@ def test_missing_shard_fails_at_load(tmp_path):
     assert r.returncode == 1
     assert "FileNotFoundError: [Errno 2] No such file or directory" in r.stderr
     assert "model-00002-of-00002.safetensors" in r.stderr
+
+
+# ------------------------------------------------------- long answers, shutdown
+
+def test_request_fields_the_simulator_honours_are_the_releases():
+    """min_tokens / ignore_eos / max_tokens defaults come from the pinned release's request classes."""
+    from vllm_sim import fingerprint
+    assert fingerprint.request_defaults("chat") == {
+        "max_tokens": None, "max_completion_tokens": None, "min_tokens": 0, "ignore_eos": False, "stream": False}
+    assert fingerprint.request_defaults("completion")["max_tokens"] == 16
+
+
+def test_textgen_min_tokens_and_ignore_eos():
+    short, fin = textgen.generate("What is 17 + 25?", "p", 5000)
+    assert fin == "stop" and len(short) < 30
+    forced, fin = textgen.generate("What is 17 + 25?", "p", 5000, ignore_eos=True)
+    assert fin == "length" and len(forced) == 5000 and forced[:len(short)] == short
+    longer, fin = textgen.generate("What is 17 + 25?", "p", 5000, min_tokens=700)
+    assert fin == "stop" and 700 <= len(longer) < 5000 and longer[-1].endswith(".")
+    capped, fin = textgen.generate("What is 17 + 25?", "p", 300, min_tokens=300)
+    assert len(capped) <= 300
+
+
+def test_long_answers_on_request_like_vllm(procs):
+    port = free_port()
+    head = procs.start("head", single_node_args(
+        port, "--max-model-len", "8192", "--generation-config", "vllm",
+        "--override-generation-config", '{"max_new_tokens": 3000}'))
+    wait_health(port, head)
+    code, body = chat(port, "What is 17 + 25?", max_tokens=2500, ignore_eos=True)
+    usage = json.loads(body)["usage"]
+    assert code == 200 and usage["completion_tokens"] == 2500
+    assert json.loads(body)["choices"][0]["finish_reason"] == "length"
+    code, body = chat(port, "What is 17 + 25?", min_tokens=400, max_tokens=2000)
+    assert code == 200 and 400 <= json.loads(body)["usage"]["completion_tokens"] < 2000
+    # the server-wide max_new_tokens caps a request that asks for more
+    code, body = chat(port, "What is 17 + 25?", max_tokens=6000, ignore_eos=True, stream=True,
+                      stream_options={"include_usage": True})
+    events = [line[6:] for line in body.decode().splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and json.loads(events[-2])["usage"]["completion_tokens"] == 3000
+    code, body = chat(port, "hi", min_tokens=50, max_tokens=10)
+    assert code == 400 and "min_tokens must be less than or equal to max_tokens=10, got 50." in body.decode()
+    code, body = chat(port, "hi", min_tokens=-1)
+    assert code == 400 and "min_tokens must be greater than or equal to 0" in body.decode()
+
+
+def _long_stream(port, tokens, out):
+    """Stream a long answer in a thread; out gets (status, completion tokens, saw [DONE], error)."""
+    import threading
+
+    def run():
+        try:
+            code, body = chat(port, "Tell me a long story.", max_tokens=tokens, ignore_eos=True,
+                              stream=True, stream_options={"include_usage": True})
+            events = [line[6:] for line in body.decode().splitlines() if line.startswith("data: ")]
+            usage = json.loads(events[-2]).get("usage", {}) if len(events) > 1 else {}
+            out.append((code, usage.get("completion_tokens"), events[-1:] == ["[DONE]"], None))
+        except Exception as exc:  # the stream cut mid-way
+            out.append((None, None, False, exc))
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("timeout, tokens, whole, line", [
+    # ~3 s of answer, 30 s to drain: it arrives whole
+    (30, 1500, True, "[shutdown] EngineCore: draining in-flight requests count=1 timeout=30s"),
+    # ~10 s of answer, 1 s to drain: vLLM aborts it
+    (1, 5000, False, "[shutdown] EngineCore: aborting in-flight requests count=1"),
+])
+def test_sigterm_drains_within_the_shutdown_timeout_then_aborts(procs, timeout, tokens, whole, line):
+    port = free_port()
+    head = procs.start("head", single_node_args(port, "--shutdown-timeout", str(timeout)),
+                       env=sim_env(VLLM_SIM_TOKEN_DELAY="0.002"))
+    wait_health(port, head)
+    out = []
+    thread = _long_stream(port, tokens, out)
+    time.sleep(0.5)
+    head.send_signal(signal.SIGTERM)
+    thread.join(20)
+    assert wait_exit(head) == 0
+    assert len(out) == 1 and out[0][2] is whole, out
+    if whole:
+        assert out == [(200, tokens, True, None)]
+    assert "[shutdown] API server: stopping engine client mode=drain timeout=%ds" % timeout in log_of(head)
+    assert line in log_of(head)
+
+
+def test_start_up_phases_are_the_releases_log_lines(procs):
+    http_port, master_port = free_port(), free_port()
+    common = ["serve", MODEL, "-tp", "2", "--nnodes", "2", "--master-addr", "127.0.0.1",
+              "--master-port", str(master_port), "--max-model-len", "32768"]
+    worker = procs.start("worker", common + ["--node-rank", "1", "--headless"])
+    head = procs.start("head", common + ["--host", "127.0.0.1", "--port", str(http_port)])
+    wait_health(http_port, head)
+    lines = FINGERPRINT["log_lines"]
+    head_log, worker_log = log_of(head), log_of(worker)
+    for key in ("head_waits_for_workers", "starting_to_load", "loading_shards", "loading_weights_took",
+                "model_loading_took", "kv_cache_memory", "capturing_cuda_graphs",
+                "graph_capturing_finished", "init_engine_took", "api_server_starting"):
+        text = lines[key]["text"].split("%")[0]
+        assert text in head_log, key
+    assert lines["headless_launch"]["text"] in worker_log
+    # The progress report reads these logs: line by line, the head goes
+    # through every phase in order.
+    sys.path.insert(0, os.path.join(REPO, "plugins", "module_utils"))
+    import sparkfleet_progress as progress
+    seen = []
+    text = ""
+    for line in head_log.splitlines(keepends=True):
+        text += line
+        phase, detail = progress.phase_of(text, lines)
+        if not seen or seen[-1][0] != phase:
+            seen.append((phase, detail))
+    phases = [phase for phase, _ in seen]
+    assert phases == sorted(phases, key=progress.PHASE_ORDER.index), phases
+    for phase in ("rendezvous", "loading", "profiling", "kv_cache_ready", "cuda_graphs", "engine_ready",
+                  "api_starting"):
+        assert phase in phases, phases
+    assert progress.phase_of(worker_log, lines)[0] == "engine_ready"
+    assert any(re.match(r"\d+/46 shards, \d+%", progress.phase_of(head_log[:head_log.index(
+        lines["loading_weights_took"]["text"])], lines)[1]) for _ in [0])
+
+
+def test_a_client_that_goes_away_aborts_its_non_streamed_answer(procs):
+    """vLLM aborts a request whose client disconnected; it is not decoded for nobody (and does
+    not hold a shutdown's drain)."""
+    port = free_port()
+    head = procs.start("head", single_node_args(port, "--shutdown-timeout", "60"),
+                       env=sim_env(VLLM_SIM_TOKEN_DELAY="0.01"))
+    wait_health(port, head)
+    body = json.dumps({"model": "dsv4", "max_tokens": 3000, "ignore_eos": True,
+                       "messages": [{"role": "user", "content": "a long one"}]}).encode()
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(1)
+    time.sleep(1)
+    started = time.monotonic()
+    head.send_signal(signal.SIGTERM)
+    assert wait_exit(head, timeout=20) == 0
+    assert time.monotonic() - started < 10, log_of(head)
+    assert "Aborted request" in log_of(head)

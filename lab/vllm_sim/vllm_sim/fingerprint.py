@@ -83,3 +83,23 @@ def load(path=None):
 def release_version():
     """The vLLM version the simulator reports (``vllm --version``, ``/version``, logs)."""
     return str(load()["release"]["version"])
+
+
+def request_defaults(endpoint):
+    """Defaults of the request fields the simulator honours ("chat" or "completion"),
+    as the release's request classes declare them."""
+    try:
+        fields = load()["requests"][endpoint]["fields"]
+    except KeyError:
+        raise FingerprintError("the vLLM fingerprint has no request fields for %s; regenerate it with "
+                               "scripts/vllm-fingerprint" % endpoint)
+    return {name: spec.get("default") for name, spec in fields.items()}
+
+
+def log_line(key):
+    """A log text of the release (log_lines in the fingerprint), e.g. "Loading weights took"."""
+    try:
+        return load()["log_lines"][key]["text"]
+    except KeyError:
+        raise FingerprintError("the vLLM fingerprint has no log line %r; regenerate it with "
+                               "scripts/vllm-fingerprint" % key)

@@ -93,9 +93,20 @@ def _addr_in_use(port):
 
 
 def _listen(addr, port):
-    for host in (addr, "0.0.0.0"):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Listen like torch's TCPStore server: on every address (dual-stack
+    where IPv6 exists), whatever --master-addr is -- measured on vLLM 0.33.0
+    with torch 2.13, `ss` shows *:<master port>. --master-addr only tells the
+    workers where to dial. Keeping the port to the fabric is the host's job
+    (sparkfleet-port-guard)."""
+    del addr  # torch does not bind it
+    for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         try:
             s.bind((host, port))
             s.listen(16)
@@ -104,11 +115,10 @@ def _listen(addr, port):
             s.close()
             if e.errno == errno.EADDRINUSE:
                 _addr_in_use(port)
-            if e.errno in (errno.EADDRNOTAVAIL, errno.EINVAL) or isinstance(e, socket.gaierror):
-                log.warning(SRC, f"cannot bind {host}:{port} ({e}); falling back to 0.0.0.0")
+            if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
                 continue
             fatal(SRC, f"torch.distributed.DistNetworkError: failed to listen on {host}:{port}: {e}")
-    fatal(SRC, f"torch.distributed.DistNetworkError: failed to listen on {addr}:{port}")
+    fatal(SRC, f"torch.distributed.DistNetworkError: failed to listen on port {port}")
 
 
 def head_rendezvous(args, stop_event, timeout):

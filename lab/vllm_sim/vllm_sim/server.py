@@ -2,8 +2,10 @@
 
 import json
 import math
+import select
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -222,6 +224,15 @@ class Engine:
 # ---------------------------------------------------------------------------
 # HTTP layer
 
+def _client_gone(conn):
+    """True once the client closed its connection (readable, and a peek reads nothing)."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 def _error(message, type_, code):
     return {"error": {"message": message, "type": type_, "code": code}}
 
@@ -408,25 +419,40 @@ class App:
                 return
             questions = prompts
             prompt_tokens = [max(1, textgen.count_tokens(x)) for x in prompts]
+        # Request defaults are the pinned release's (its ChatCompletionRequest /
+        # CompletionRequest fields, recorded in the fingerprint).
+        defaults = fingerprint.request_defaults("chat" if chat else "completion")
         max_tokens = body.get("max_completion_tokens") if chat else None
         if max_tokens is None:
-            max_tokens = body.get("max_tokens")
-        if max_tokens is None and not chat:
-            max_tokens = 16  # OpenAI/vLLM completions default
+            max_tokens = body.get("max_tokens", defaults["max_tokens"])
         ptoks = max(prompt_tokens)
-        if max_tokens is None:
-            max_tokens = max(1, args.max_model_len - ptoks)
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
+                                       or max_tokens < 1):
             h._send_json(400, _error("max_tokens must be at least 1, got "
                                      f"{max_tokens}.", "BadRequestError", 400))
             return
-        if ptoks + max_tokens > args.max_model_len:
+        if max_tokens is not None and ptoks + max_tokens > args.max_model_len:
             h._send_json(400, _error(
                 f"This model's maximum context length is {args.max_model_len} tokens. However, you "
                 f"requested {ptoks + max_tokens} tokens ({ptoks} in the messages, {max_tokens} in "
                 f"the completion). Please reduce the length of the messages or completion.",
                 "BadRequestError", 400))
             return
+        # vLLM's get_max_tokens: the smallest of what is left of the context,
+        # the request's max_tokens and the server-wide max_new_tokens of
+        # --override-generation-config.
+        server_cap = (args.override_generation_config or {}).get("max_new_tokens")
+        max_tokens = min(v for v in (args.max_model_len - ptoks, max_tokens, server_cap) if v is not None)
+        min_tokens = body.get("min_tokens", defaults["min_tokens"])
+        if not isinstance(min_tokens, int) or isinstance(min_tokens, bool) or min_tokens < 0:
+            h._send_json(400, _error("min_tokens must be greater than or equal to 0, got "
+                                     f"{min_tokens}.", "BadRequestError", 400))
+            return
+        if min_tokens > max_tokens:
+            h._send_json(400, _error(f"min_tokens must be less than or equal to max_tokens={max_tokens}, "
+                                     f"got {min_tokens}.", "BadRequestError", 400))
+            return
+        ignore_eos = bool(body.get("ignore_eos", defaults["ignore_eos"]))
         temperature = body.get("temperature")
         if temperature is None and args.override_generation_config:
             temperature = args.override_generation_config.get("temperature")
@@ -445,7 +471,9 @@ class App:
         if chat and args.reasoning_parser and (kwargs.get("thinking") or kwargs.get("enable_thinking")):
             reasoning = textgen.tokenize(textgen.reasoning_text(questions[0]))[:max_tokens]
             content_budget = max_tokens - len(reasoning)
-        results = [textgen.generate(q, p, content_budget, temperature, seed, self.faults)
+        results = [textgen.generate(q, p, content_budget, temperature, seed, self.faults,
+                                    min_tokens=max(0, min_tokens - (len(reasoning) if reasoning else 0)),
+                                    ignore_eos=ignore_eos)
                    for q, p in zip(questions, prompts)]
 
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
@@ -462,7 +490,13 @@ class App:
         try:
             if not stream:
                 ntok = sum(len(t) for t, _ in results) + (len(reasoning) if reasoning else 0)
-                time.sleep(engine.token_delay * max(1, ntok))
+                # Decode time, watching the client: vLLM aborts a request whose
+                # client went away instead of finishing it for nobody.
+                done_at = t0 + engine.token_delay * max(1, ntok)
+                while time.monotonic() < done_at:
+                    if _client_gone(h.connection):
+                        raise ConnectionResetError("client disconnected")
+                    time.sleep(min(0.25, max(0.0, done_at - time.monotonic())))
                 ttft = min(engine.token_delay, time.monotonic() - t0)
                 gen = ntok
                 engine.progress(gen)
@@ -537,7 +571,7 @@ class App:
                 reason = results[0][1]
         except (BrokenPipeError, ConnectionResetError):
             h.close_connection = True
-            log.info("serving_chat.py:1", f"Aborted request {rid} (client disconnected)")
+            log.info("async_llm.py:959", f"Aborted request(s) {rid}.")
         finally:
             e2e = time.monotonic() - t0
             served = engine.finish(total_prompt, gen, reason,
@@ -599,14 +633,14 @@ def _simulate_load(args, faults, stop_event, delay):
             raise SimExit(0)
 
     t_start = time.monotonic()
-    log.info("gpu_model_runner.py:2602", f"Starting to load model {args.model}...")
+    log.info("gpu_model_runner.py:2602", fingerprint.log_line("starting_to_load") % args.model)
     load_t, compile_t, graph_t = 0.6 * delay, 0.25 * delay, 0.15 * delay
     steps = [0, 12, 23, 35, 46]
     for i, done in enumerate(steps):
         if i:
             wait(load_t / (len(steps) - 1))
         pct = int(round(100 * done / shards))
-        log.raw(f"Loading safetensors checkpoint shards: {pct:3d}% Completed | {done}/{shards} "
+        log.raw(fingerprint.log_line("loading_shards") + f": {pct:3d}% Completed | {done}/{shards} "
                 f"[00:{int(time.monotonic() - t_start):02d}<?, ?it/s]")
         if faults.get("fail_start") and done >= shards // 2:
             log.error("core.py:718", "EngineCore failed to start.")
@@ -615,8 +649,8 @@ def _simulate_load(args, faults, stop_event, delay):
                   "below might be incorrect.",
                   [("/opt/vllm_sim/vllm/model_executor/model_loader/default_loader.py", 269,
                     "load_weights", "model.load_weights(self.get_all_weights(model_config, model))")])
-    log.info("default_loader.py:268", f"Loading weights took {load_t:.2f} seconds")
-    log.info("gpu_model_runner.py:2653", f"Model loading took 75.33 GiB and {load_t + 0.4:.6f} seconds")
+    log.info("default_loader.py:268", fingerprint.log_line("loading_weights_took") + f" {load_t:.2f} seconds")
+    log.info("gpu_model_runner.py:2653", fingerprint.log_line("model_loading_took") + f" 75.33 GiB and {load_t + 0.4:.6f} seconds")
     if not args.enforce_eager:
         wait(compile_t)
         log.info("backends.py:548", f"Dynamo bytecode transform time: {compile_t * 0.4:.2f} s")
@@ -625,7 +659,7 @@ def _simulate_load(args, faults, stop_event, delay):
     if kv <= 0:
         fatal("core.py:718", "ValueError: No available memory for the cache blocks. Try increasing "
                              "`gpu_memory_utilization` when initializing the engine.")
-    log.info("gpu_worker.py:298", f"Available KV cache memory: {gib:.2f} GiB")
+    log.info("gpu_worker.py:298", fingerprint.log_line("kv_cache_memory") % f"{gib:.2f}")
     log.info("kv_cache_utils.py:1147", f"GPU KV cache size: {kv:,} tokens, Maximum concurrency for "
                                        f"{args.max_model_len:,} tokens per request: "
                                        f"{kv / args.max_model_len:.2f}x")
@@ -638,10 +672,10 @@ def _simulate_load(args, faults, stop_event, delay):
               f"`gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.")
     if not args.enforce_eager:
         wait(graph_t)
-        log.raw("Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|##########| 67/67")
-        log.info("gpu_model_runner.py:3480", f"Graph capturing finished in {graph_t:.0f} secs, took 0.49 GiB")
-    log.info("core.py:210", "init engine (profile, create kv cache, warmup model) took "
-                            f"{time.monotonic() - t_start:.2f} seconds")
+        log.raw(fingerprint.log_line("capturing_cuda_graphs") + " (mixed prefill-decode, PIECEWISE): 100%|##########| 67/67")
+        log.info("gpu_model_runner.py:3480", fingerprint.log_line("graph_capturing_finished") + f" {graph_t:.0f} secs, took 0.49 GiB")
+    log.info("core.py:210", fingerprint.log_line("init_engine_took")
+             + f" {time.monotonic() - t_start:.2f} seconds")
     return kv
 
 
@@ -696,6 +730,19 @@ def run(args, faults):
         _hard_exit(1)
 
     if args.nnodes > 1:
+        # What the pinned release logs before torch.distributed's rendezvous.
+        world = args.tensor_parallel_size * args.pipeline_parallel_size
+        if args.headless:
+            log.info("serve.py:224", "Launching vLLM (v%s) " % fingerprint.release_version()
+                     + fingerprint.log_line("headless_launch")
+                     + f"with head node address {args.master_addr}:{args.master_port} for "
+                       "torch.distributed process group.")
+        else:
+            log.info("multiproc_executor.py:167", fingerprint.log_line("head_waits_for_workers") % args.node_rank
+                     + f", node_rank_within_dp=0, master_addr={args.master_addr}, "
+                       f"mq_connect_ip={args.master_addr} (local), world_size={world}, "
+                       f"local_world_size={max(1, world // args.nnodes)}")
+    if args.nnodes > 1:
         if args.headless:
             peers = [rendezvous.worker_rendezvous(args, stop_event, rdv_timeout)]
         else:
@@ -728,7 +775,7 @@ def run(args, faults):
                      daemon=True).start()
     if not args.disable_log_stats:
         threading.Thread(target=engine.stats_loop, daemon=True).start()
-    log.info("api_server.py:1912", f"Starting vLLM API server on http://{host}:{args.port}")
+    log.info("entry.py:139", fingerprint.log_line("api_server_starting") % f"http://{host}:{args.port}")
     log.info("launcher.py:34", "Available routes are: /health, /ping, /version, /metrics, "
                                "/v1/models, /v1/chat/completions, /v1/completions")
     log.raw(f"INFO:     Started server process [{os.getpid()}]")
@@ -739,14 +786,21 @@ def run(args, faults):
         pass
     state["stopping"] = True
     engine.draining = True
-    log.info("launcher.py:110", f"Received {state['signal']}; shutting down: no new requests "
-                                f"accepted, {engine.inflight} in flight, "
-                                f"shutdown timeout {args.shutdown_timeout}s")
-    deadline = time.monotonic() + args.shutdown_timeout
+    # vLLM 0.33.0's shutdown: --shutdown-timeout 0 aborts what is in flight,
+    # a positive value drains it for at most that long (launcher.py, core.py).
+    timeout = int(args.shutdown_timeout or 0)
+    mode = "abort" if timeout == 0 else "drain"
+    log.info("launcher.py:256", fingerprint.log_line("shutdown_triggered"))
+    log.info("launcher.py:272", fingerprint.log_line("shutdown_stopping_engine") % (mode, timeout))
+    log.info("core.py:1712", f"[shutdown] EngineCore: start mode={mode} timeout={timeout}s")
+    if engine.inflight and timeout:
+        log.info("core.py:1730", fingerprint.log_line("shutdown_draining")
+                 + f"count={engine.inflight} timeout={timeout}s")
+    deadline = time.monotonic() + timeout
     while engine.inflight > 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     if engine.inflight:
-        log.warning("launcher.py:115", f"Aborting {engine.inflight} in-flight request(s).")
+        log.info("core.py:1722", fingerprint.log_line("shutdown_aborting") % engine.inflight)
     log.raw("INFO:     Shutting down")
     log.raw("INFO:     Application shutdown complete.")
     log.raw(f"INFO:     Finished server process [{os.getpid()}]")

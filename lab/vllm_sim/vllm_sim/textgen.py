@@ -119,11 +119,23 @@ def reasoning_text(question):
     return f"The user asks: \"{q}\". I should answer directly and concisely."
 
 
-def generate(question, prompt, max_tokens, temperature=0.0, seed=None, faults=None):
+def _continue(tokens, rng, until):
+    """Extend an answer with more filler sentences until it holds ``until`` tokens."""
+    while len(tokens) < until:
+        tokens.extend(tokenize(" " + filler(rng)))
+    return tokens
+
+
+def generate(question, prompt, max_tokens, temperature=0.0, seed=None, faults=None,
+             min_tokens=0, ignore_eos=False):
     """Return (tokens, finish_reason).
 
     question: the text used to detect known questions (last user message);
     prompt:   the full prompt (seeds the filler text).
+    min_tokens / ignore_eos: as vLLM's sampling parameters. The answer's end
+    is its end-of-sequence token: ``ignore_eos`` never stops there (the answer
+    runs to ``max_tokens``, finish "length"); ``min_tokens`` keeps generating
+    past it and stops at the first sentence end after ``min_tokens``.
     """
     faults = faults or {}
     rng = _rng_for(prompt, temperature, seed)
@@ -145,6 +157,12 @@ def generate(question, prompt, max_tokens, temperature=0.0, seed=None, faults=No
             junk.append(p)
         tokens = tokens[:start] + junk
     finish = "stop"
+    if ignore_eos and max_tokens is not None:
+        tokens = _continue(tokens, rng, max_tokens)
+    elif min_tokens and len(tokens) < min_tokens:
+        tokens = _continue(tokens, rng, min_tokens)
+        end = next((i for i in range(min_tokens - 1, len(tokens)) if tokens[i].endswith(".")), len(tokens) - 1)
+        tokens = tokens[:end + 1]
     if "repeat" in faults:
         limit = max_tokens if max_tokens is not None else 256
         limit = min(limit, 256)

@@ -88,12 +88,23 @@ def listening(host):
     return found
 
 
-def test_rendezvous_listens_on_the_fabric_address_only(host):
+def test_rendezvous_is_kept_to_the_fabric(host):
     sockets = listening(host)
     rendezvous = {address for address, port in sockets if port == 29501}
+    guard = host.service("sparkfleet-port-guard")
+    assert guard.is_enabled and guard.is_running
+    rules = host.check_output("iptables -S SPARKFLEET-FABRIC-ONLY")
+    interface = host.check_output("ip -o -4 addr show | awk '/10\\.79\\.1\\./ {print $2}'")
+    assert rules.splitlines()[1:] == [
+        "-A SPARKFLEET-FABRIC-ONLY -i lo -p tcp -m tcp --dport 29501 -j RETURN",
+        "-A SPARKFLEET-FABRIC-ONLY -i %s -p tcp -m tcp --dport 29501 -j RETURN" % interface,
+        "-A SPARKFLEET-FABRIC-ONLY -p tcp -m tcp --dport 29501 -j DROP"], rules
+    assert "-A INPUT -j SPARKFLEET-FABRIC-ONLY" in host.check_output("iptables -S INPUT")
     if role_of(host) == "head":
-        assert rendezvous == {"10.79.1.11"}, rendezvous
+        # torch's TCPStore listens on every address; the guard keeps it to the fabric.
+        assert rendezvous and rendezvous <= {"*", "0.0.0.0", "::"}, rendezvous
     else:
-        # The worker dials the head; it listens on neither the API nor the rendezvous port.
+        # The worker dials the head over the fabric; it listens on neither the API nor the rendezvous port.
         assert rendezvous == set()
         assert not {port for _, port in sockets} & {8000, 29501}
+        host.run_expect([0], "python3 -c 'import socket; socket.create_connection((\"10.79.1.11\", 29501), 3).close()'")
