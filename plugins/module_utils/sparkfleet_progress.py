@@ -102,7 +102,9 @@ def _seconds(value):
     value = int(round(value))
     if value < 120:
         return "%d s" % value
-    return "%d min %02d s" % (value // 60, value % 60)
+    if value < 7200:
+        return "%d min %02d s" % (value // 60, value % 60)
+    return "%d h %02d min" % (value // 3600, value % 3600 // 60)
 
 
 def report_line(pair, elapsed_s, head, worker=None, expected_s=None):
@@ -113,7 +115,9 @@ def report_line(pair, elapsed_s, head, worker=None, expected_s=None):
              "head: %s" % phase_text(head["phase"], "head", head.get("detail", ""))]
     if worker is not None:
         parts.append("worker: %s" % phase_text(worker["phase"], "worker", worker.get("detail", "")))
-    if expected_s:
+    # Once the API is up the elapsed time may be the head's uptime (a pair
+    # that was already serving): no estimate then.
+    if expected_s and head["phase"] != "api_up":
         left = expected_s - elapsed_s
         parts.append("about %s left (last start took %s)" % (_seconds(left), _seconds(expected_s)) if left > 0
                      else "slower than the last start (%s)" % _seconds(expected_s))

@@ -45,6 +45,9 @@ def test_line_names_both_ranks_and_the_expected_remaining_time():
         "head: waiting for the worker at rendezvous | worker: not running | about 6 min 40 s left (last start took "
         "10 min 00 s)")
     assert "slower than the last start (50 s)" in progress.report_line("a", 70, {"phase": "cuda_graphs"}, None, 50)
+    # A pair that was already serving: its elapsed time is its uptime, no estimate.
+    assert progress.report_line("a", 9000, {"phase": "api_up"}, None, 50) == (
+        "pair a | 2 h 30 min | head: API up, gate checks running")
     assert progress.report_line("b", 30, {"phase": "rendezvous"},
                                 {"phase": "restarting", "detail": "after: engine ready (headless)"}).endswith(
         "worker: restarting after a crash (systemd Restart=on-failure) (after: engine ready (headless))")
