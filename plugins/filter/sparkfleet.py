@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import sparkfleet_memory as memory  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_overlay as overlay  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_progress as progress  # noqa: E402  pylint: disable=wrong-import-position
+import sparkfleet_status as status  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_topology as topology  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_vllm_args as vllm_args  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -196,6 +197,27 @@ def sparkfleet_repair_list(bad, manifest):
             for name in sorted(bad)]
 
 
+def sparkfleet_status_rows(hostvars, hosts, endpoint_servers, now, result_var="spark_health_status"):
+    """One status row per pair, from each node's sparkfleet_node_status result (result_var) and
+    the endpoint's servers (None when the fleet has no endpoint)."""
+    try:
+        pairs = topology.build_pairs(_nodes(hostvars, hosts))
+    except topology.TopologyError as exc:
+        raise AnsibleFilterError("sparkfleet inventory: %s" % exc)
+    listed = []
+    for name in sorted(pairs):
+        pair = pairs[name]
+        readings = {role: dict(hostvars[pair[role]].get(result_var) or {}) for role in ("head", "worker")}
+        listed.append({"pair": name, "head": pair["head"], "worker": pair["worker"],
+                       "head_status": readings["head"], "worker_status": readings["worker"]})
+    return status.fleet_rows(listed, None if endpoint_servers is None else dict(endpoint_servers), float(now))
+
+
+def sparkfleet_status_table(rows):
+    """The status rows as table lines, a heading first."""
+    return status.table_lines(list(rows))
+
+
 class FilterModule:
     """sparkfleet filters."""
 
@@ -217,4 +239,6 @@ class FilterModule:
             "sparkfleet_progress_line": sparkfleet_progress_line,
             "sparkfleet_progress_failure": sparkfleet_progress_failure,
             "sparkfleet_min_free_kbytes": sparkfleet_min_free_kbytes,
+            "sparkfleet_status_rows": sparkfleet_status_rows,
+            "sparkfleet_status_table": sparkfleet_status_table,
         }

@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import re
 
+try:  # inside a module (AnsiballZ bundles it) or beside this file (filters, unit tests)
+    from ansible.module_utils.sparkfleet_job_progress import duration_text
+except ImportError:
+    from sparkfleet_job_progress import duration_text
+
 # (fingerprint log line key, phase key), in start-up order. A rank's phase is
 # the one of the last of these lines its log holds.
 MARKERS = (
@@ -98,20 +103,11 @@ def phase_text(phase, role, detail=""):
     return "%s (%s)" % (text, detail) if detail else text
 
 
-def _seconds(value):
-    value = int(round(value))
-    if value < 120:
-        return "%d s" % value
-    if value < 7200:
-        return "%d min %02d s" % (value // 60, value % 60)
-    return "%d h %02d min" % (value // 3600, value % 3600 // 60)
-
-
 def report_line(pair, elapsed_s, head, worker=None, expected_s=None):
     """One progress line: elapsed time, each rank's phase, and the expected
     remaining time when an earlier start of the same image and profile was
     recorded. ``head``/``worker``: {"phase", "detail"}."""
-    parts = ["pair %s" % pair, _seconds(elapsed_s),
+    parts = ["pair %s" % pair, duration_text(elapsed_s),
              "head: %s" % phase_text(head["phase"], "head", head.get("detail", ""))]
     if worker is not None:
         parts.append("worker: %s" % phase_text(worker["phase"], "worker", worker.get("detail", "")))
@@ -119,8 +115,8 @@ def report_line(pair, elapsed_s, head, worker=None, expected_s=None):
     # that was already serving): no estimate then.
     if expected_s and head["phase"] != "api_up":
         left = expected_s - elapsed_s
-        parts.append("about %s left (last start took %s)" % (_seconds(left), _seconds(expected_s)) if left > 0
-                     else "slower than the last start (%s)" % _seconds(expected_s))
+        parts.append("about %s left (last start took %s)" % (duration_text(left), duration_text(expected_s)) if left > 0
+                     else "slower than the last start (%s)" % duration_text(expected_s))
     return " | ".join(parts)
 
 

@@ -135,7 +135,8 @@ class Server(object):
             return "done"
         if op == "image" and request.get("ref") in self.images:
             compression = choose_compression(self.compressions, request.get("accept", ["none"]))
-            _send_line(conn, {"ok": True, "compression": compression})
+            # The image's size lets the receiver show a share done (the saved stream runs a little larger).
+            _send_line(conn, {"ok": True, "compression": compression, "size": image_size(self.docker, request["ref"])})
             self.bytes_sent += send_image(conn, self.docker, request["ref"], compression)
             self.served.append(request["ref"])
             return None
@@ -151,6 +152,16 @@ class Server(object):
             return None
         _send_line(conn, {"ok": False, "error": "not offered: %s %s" % (op, request.get("ref") or request.get("path"))})
         return None
+
+
+def image_size(docker, ref):
+    """The image's size as `docker image inspect` reports it, 0 when unknown."""
+    result = subprocess.run([docker, "image", "inspect", "--format", "{{.Size}}", ref],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    try:
+        return int(result.stdout.decode().strip()) if result.returncode == 0 else 0
+    except ValueError:
+        return 0
 
 
 def send_image(conn, docker, ref, compression):
@@ -209,12 +220,26 @@ def _request(host, port, token, request, wait):
     return sock, answer
 
 
-def fetch_image(host, port, token, ref, docker="docker", wait=60, prefer="auto"):
-    """Stream an image from the sender into the local `docker load`."""
+def _no_progress(**_fields):
+    pass
+
+
+def fetch_image(host, port, token, ref, docker="docker", wait=60, prefer="auto", progress=_no_progress):
+    """Stream an image from the sender into the local `docker load`.
+
+    progress(...) is called per block with the bytes loaded so far (after
+    decompression where the client decompresses), the bytes on the wire, and
+    first with the image's size from the sender.
+    """
     started = time.time()
     sock, answer = _request(host, port, token, {"op": "image", "ref": ref, "accept": local_compressions(prefer)}, wait)
     compression = answer["compression"]
+    # zstd decompresses in its own process, so only wire (compressed) bytes are
+    # counted there and the image size is no measure of them.
+    progress(total_bytes=int(answer.get("size") or 0) if compression != "zstd" else 0,
+             total_is_estimate=True, compression=compression, bytes=0, wire_bytes=0)
     received = 0
+    loaded = 0
     with sock:
         if compression == "zstd":
             unpack = subprocess.Popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -231,7 +256,10 @@ def fetch_image(host, port, token, ref, docker="docker", wait=60, prefer="auto")
         try:
             for block in iter(lambda: sock.recv(CHUNK), b""):
                 received += len(block)
-                sink.write(inflater.decompress(block) if inflater else block)
+                data = inflater.decompress(block) if inflater else block
+                sink.write(data)
+                loaded += len(data) if compression != "zstd" else 0
+                progress(bytes=loaded if compression != "zstd" else received, wire_bytes=received)
             if inflater:
                 sink.write(inflater.flush())
         except BrokenPipeError:
@@ -248,6 +276,13 @@ def fetch_image(host, port, token, ref, docker="docker", wait=60, prefer="auto")
             "wire_mib_per_s": round(received / seconds / (1 << 20), 1)}
 
 
+def resume_offset(dest_root, relpath, size):
+    """Bytes of relpath fetch_file will not fetch again (its `.partial` prefix)."""
+    partial = safe_relpath(dest_root, relpath) + ".partial"
+    offset = os.path.getsize(partial) if os.path.exists(partial) else 0
+    return offset if offset <= size else 0
+
+
 def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -256,7 +291,7 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def fetch_file(host, port, token, relpath, dest_root, size, sha256=None, wait=60):
+def fetch_file(host, port, token, relpath, dest_root, size, sha256=None, wait=60, progress=_no_progress):
     """Fetch one file into dest_root, resuming `<file>.partial`; verify, then rename.
 
     A partial file larger than the expected size, or a complete one that fails
@@ -265,10 +300,9 @@ def fetch_file(host, port, token, relpath, dest_root, size, sha256=None, wait=60
     final = safe_relpath(dest_root, relpath)
     partial = final + ".partial"
     os.makedirs(os.path.dirname(final), exist_ok=True)
-    offset = os.path.getsize(partial) if os.path.exists(partial) else 0
-    if offset > size:
+    offset = resume_offset(dest_root, relpath, size)
+    if offset == 0 and os.path.exists(partial):
         os.unlink(partial)
-        offset = 0
     started = time.time()
     received = 0
     for attempt in (1, 2):
@@ -283,6 +317,7 @@ def fetch_file(host, port, token, relpath, dest_root, size, sha256=None, wait=60
                 for block in iter(lambda: sock.recv(CHUNK), b""):
                     handle.write(block)
                     received += len(block)
+                    progress(received=received)
                 handle.flush()
                 os.fsync(handle.fileno())
         elif not os.path.exists(partial):

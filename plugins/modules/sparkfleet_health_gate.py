@@ -31,6 +31,11 @@ options:
   min_kv_cache_tokens: {type: int, description: Floor for the KV-cache size.}
   min_spec_acceptance: {type: float, description: Floor for accepted tokens per draft step.}
   node_name: {type: str, description: Host name used in messages.}
+  record_file:
+    type: path
+    description: >-
+      Write the outcome here (ok, the failed check, what was seen, time) for playbooks/status.yml.
+      A record of the run, not a configuration change: it never makes the task changed.
 """
 
 RETURN = r"""
@@ -41,6 +46,7 @@ seconds_to_healthy: {description: Time /health took to answer 200., returned: su
 """
 
 import json
+import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -68,6 +74,20 @@ def make_transport(base_url, api_key):
     return transport
 
 
+def record(path, **outcome):
+    """Keep the gate's outcome for the status table; a failure to write must not fail the gate."""
+    if not path:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump(dict(outcome, time=time.time()), handle, sort_keys=True)
+        os.chmod(path + ".tmp", 0o644)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -83,6 +103,7 @@ def main():
             min_kv_cache_tokens=dict(type="int"),
             min_spec_acceptance=dict(type="float"),
             node_name=dict(type="str"),
+            record_file=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -110,9 +131,12 @@ def main():
         if p["min_spec_acceptance"] is not None:
             result["spec_acceptance"] = round(gate.check_spec_acceptance(p["min_spec_acceptance"]), 3)
     except GateFailure as exc:
+        record(p["record_file"], ok=False, check=exc.check, seen=str(exc.seen)[:500], passed=gate.passed)
         module.fail_json(msg="health gate failed on %s: %s" % (node, exc), check=exc.check,
                          seen=exc.seen, passed=gate.passed, **result)
     result["passed"] = gate.passed
+    record(p["record_file"], ok=True, check=None, passed=gate.passed,
+           **{key: result[key] for key in ("kv_cache_tokens", "spec_acceptance", "seconds_to_healthy") if key in result})
     module.exit_json(**result)
 
 

@@ -29,6 +29,11 @@ options:
   files: {description: "serve: relative paths offered; fetch_files: {path, size, sha256} to fetch.", type: list, elements: raw, default: []}
   idle_timeout: {description: "serve: seconds to wait for a request.", type: int, default: 300}
   compression: {description: Preferred compression for images., type: str, default: auto, choices: [auto, zstd, gzip, none]}
+  progress_file:
+    description: "fetch modes: write bytes moved, total and rate here (JSON) as the transfer goes, for a watcher."
+    type: path
+  progress_run: {description: "The run id written into O(progress_file), so a watcher knows its own run.", type: str, default: ""}
+  progress_label: {description: "What the progress line calls this transfer.", type: str, default: transfer}
 author: sparkfleet
 """
 
@@ -42,14 +47,30 @@ import json
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.sparkfleet_job_progress import ProgressFile
 from ansible.module_utils.sparkfleet_transfer import (
-    Server, TransferError, fetch_file, fetch_image, finish, local_compressions)
+    Server, TransferError, fetch_file, fetch_image, finish, local_compressions, resume_offset)
 
 
 def image_id(module, ref):
     result = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Id}}", ref],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     return json.loads(result.stdout) if result.returncode == 0 else ""
+
+
+def fetch_files(p, transfers, progress):
+    """Fetch p["files"] in turn; the progress counts bytes to move (resumed prefixes excluded)."""
+    items = [dict(item, size=int(item["size"])) for item in p["files"]]
+    to_move = [item["size"] - resume_offset(p["root"], item["path"], item["size"]) for item in items]
+    progress.update(force=True, total_bytes=sum(to_move), bytes=0, files_total=len(items), files_done=0)
+    moved = 0
+    for number, item in enumerate(items, 1):
+        def count(received, base=moved):
+            progress.update(bytes=base + received)
+        transfers.append(fetch_file(p["address"], p["port"], p["token"], item["path"], p["root"],
+                                    item["size"], item.get("sha256"), progress=count))
+        moved += transfers[-1]["bytes"]
+        progress.update(force=True, bytes=moved, files_done=number)
 
 
 def main():
@@ -66,6 +87,9 @@ def main():
             files=dict(type="list", elements="raw", default=[]),
             idle_timeout=dict(type="int", default=300),
             compression=dict(type="str", default="auto", choices=["auto", "zstd", "gzip", "none"]),
+            progress_file=dict(type="path"),
+            progress_run=dict(type="str", default=""),
+            progress_label=dict(type="str", default="transfer"),
         ),
         supports_check_mode=True,
     )
@@ -79,17 +103,22 @@ def main():
                             idle_timeout=p["idle_timeout"], compressions=local_compressions(p["compression"]))
             module.exit_json(changed=False, **server.run())
         transfers = []
+        progress = ProgressFile(p["progress_file"], p["progress_run"], p["mode"], p["progress_label"])
         try:
             if p["mode"] == "fetch_image":
                 for ref in p["images"]:
-                    transfers.append(fetch_image(p["address"], p["port"], p["token"], ref, prefer=p["compression"]))
+                    transfers.append(fetch_image(p["address"], p["port"], p["token"], ref, prefer=p["compression"],
+                                                 progress=progress.update))
                     if p["expect_image_id"] and image_id(module, ref) != p["expect_image_id"]:
+                        progress.finish(False)
                         module.fail_json(msg="%s loaded as %s, the head holds %s" % (
                             ref, image_id(module, ref), p["expect_image_id"]), transfers=transfers)
             else:
-                for item in p["files"]:
-                    transfers.append(fetch_file(p["address"], p["port"], p["token"], item["path"], p["root"],
-                                                int(item["size"]), item.get("sha256")))
+                fetch_files(p, transfers, progress)
+            progress.finish(True)
+        except BaseException:
+            progress.finish(False)
+            raise
         finally:
             try:
                 finish(p["address"], p["port"], p["token"])

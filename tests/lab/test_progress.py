@@ -64,3 +64,55 @@ def test_a_start_that_hangs_at_rendezvous_is_reported_with_that_phase(lab):
         docker_exec(worker["ansible_host"], "systemctl", "start", "sparkfleet-vllm-worker")
         docker_exec(head["ansible_host"], "systemctl", "restart", "sparkfleet-vllm-head")
         wait_serving(head["sparkfleet_mgmt_address"])
+
+
+def _image_ids(node):
+    out = docker_exec(node["ansible_host"], "docker", "image", "ls", "--no-trunc", "--format",
+                      "{{.Repository}}:{{.Tag}} {{.ID}}", "sparkfleet/vllm-spark").stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_an_image_build_and_the_transfers_print_progress_and_totals(lab):
+    """Pair b's serving tag is removed on both nodes and a shard on its worker: the
+    image playbook builds and streams it again, the model playbook repairs the
+    shard, each with progress lines and a total. The running pair is not touched,
+    and the old tags are put back afterwards."""
+    head, worker = lab["b"]["head"], lab["b"]["worker"]
+    before = {node["name"]: _image_ids(node) for node in (head, worker)}
+    shard = "/var/lib/sparkfleet/models/DeepSeek-V4-Flash/model-00001-of-00003.safetensors"
+    try:
+        for node in (head, worker):
+            for ref in before[node["name"]]:
+                # Kept under another name, so an image no container uses survives for the restore.
+                docker_exec(node["ansible_host"], "docker", "tag", ref, "sparkfleet-test/kept:" + ref.split(":")[1])
+                docker_exec(node["ansible_host"], "docker", "image", "rm", ref)
+        docker_exec(worker["ansible_host"], "rm", "-f", shard)
+        rc, output = playbook("playbooks/image.yml", "--limit", "spark-b1,spark-b2",
+                              "-e", "spark_image_progress_interval=1", timeout=600)
+        flat = re.sub(r"\n\s+", " ", output)
+        assert rc == 0, output[-3000:]
+        steps = re.findall(r"on spark-b1: (?:step (\d+) of (\d+)|sending the build context), \d+ s", flat)
+        build_total = re.search(r"on spark-b1: done, (\d+) step\(s\)(?: \(\d+ from cache\))? in ([^']+)'", flat)
+        image_total = re.search(r"→ spark-b2: done, ([\d.]+ [KMG]iB), ([\d.]+ [KMG]iB)/s in ([^']+)'", flat)
+        print("build steps seen:", steps, "| build:", build_total and build_total.group(0),
+              "| image stream:", image_total and image_total.group(0))
+        assert steps and build_total, flat[-3000:]
+        assert all(int(of) == int(build_total.group(1)) for _, of in steps if of), steps
+        assert re.search(r"on spark-b1: (step|sending)", flat).start() < flat.index("on spark-b1: done")
+        assert image_total, flat[-3000:]
+
+        rc, output = playbook("playbooks/model.yml", "--limit", "spark-b1,spark-b2",
+                              "-e", "spark_model_progress_interval=1", timeout=600)
+        flat = re.sub(r"\n\s+", " ", output)
+        assert rc == 0, output[-3000:]
+        weights_total = re.search(r"weights spark-b1 → spark-b2: done, 3\.0 MiB of 3\.0 MiB \(100%\), "
+                                  r"1 of 1 file\(s\), [\d.]+ [KMG]iB/s in [^']+'", flat)
+        print("weight repair:", weights_total and weights_total.group(0))
+        assert weights_total, flat[-3000:]
+    finally:
+        for node in (head, worker):
+            for ref in before[node["name"]]:
+                kept = "sparkfleet-test/kept:" + ref.split(":")[1]
+                docker_exec(node["ansible_host"], "docker", "tag", kept, ref)
+                docker_exec(node["ansible_host"], "docker", "image", "rm", kept)
+    assert {node["name"]: _image_ids(node) for node in (head, worker)} == before

@@ -27,6 +27,8 @@ def fake_docker(tmp_path):
         "if sys.argv[1] == 'save':\n"
         "    for i in range(64):\n"
         "        sys.stdout.buffer.write(hashlib.sha256(str(i).encode()).digest() * 512)\n"
+        "elif sys.argv[1] == 'image':\n"
+        "    print(64 * 32 * 512)\n"
         "elif sys.argv[1] == 'load':\n"
         "    open(%r, 'wb').write(sys.stdin.buffer.read())\n" % str(tmp_path / "loaded"))
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
@@ -109,3 +111,35 @@ def test_compression_negotiation():
     assert transfer.choose_compression(["zstd", "gzip", "none"], ["gzip", "none"]) == "gzip"
     assert transfer.choose_compression(["none"], ["zstd", "gzip"]) == "none"
     assert transfer.local_compressions("none") == ["none"]
+
+
+def test_image_progress_counts_loaded_bytes_against_the_image_size(fake_docker, tmp_path):
+    port, thread, _ = serve(images=["img:1"], docker=fake_docker, compressions=["gzip"])
+    seen = []
+    transfer.fetch_image("127.0.0.1", port, TOKEN, "img:1", docker=fake_docker, prefer="gzip",
+                         progress=lambda **fields: seen.append(fields))
+    transfer.finish("127.0.0.1", port, TOKEN)
+    thread.join(10)
+    size = 64 * 32 * 512
+    assert seen[0] == {"total_bytes": size, "total_is_estimate": True, "compression": "gzip", "bytes": 0, "wire_bytes": 0}
+    # Loaded bytes are counted after decompression, so they reach the image's size
+    # while the wire carries less.
+    assert seen[-1]["bytes"] == size and 0 < seen[-1]["wire_bytes"] < size
+    assert [f["bytes"] for f in seen[1:]] == sorted(f["bytes"] for f in seen[1:])
+
+
+def test_file_progress_counts_only_the_bytes_moved(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    data = os.urandom(3 * transfer.CHUNK)
+    (src / "a").write_bytes(data)
+    (dst / "a.partial").write_bytes(data[:transfer.CHUNK])
+    assert transfer.resume_offset(str(dst), "a", len(data)) == transfer.CHUNK
+    assert transfer.resume_offset(str(dst), "a", 10) == 0  # a partial longer than the file is discarded
+    port, thread, _ = serve(files_root=str(src), files=["a"])
+    seen = []
+    transfer.fetch_file("127.0.0.1", port, TOKEN, "a", str(dst), len(data), progress=lambda **f: seen.append(f))
+    transfer.finish("127.0.0.1", port, TOKEN)
+    thread.join(10)
+    assert seen[-1]["received"] == 2 * transfer.CHUNK
