@@ -15,6 +15,7 @@ from ansible.errors import AnsibleFilterError
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
 
+import sparkfleet_doctor as doctor  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_memory as memory  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_overlay as overlay  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_progress as progress  # noqa: E402  pylint: disable=wrong-import-position
@@ -218,6 +219,16 @@ def sparkfleet_status_table(rows):
     return status.table_lines(list(rows))
 
 
+def sparkfleet_doctor_summary(hosts, hostvars, bundle):
+    """The doctor's summary lines from each host's sparkfleet_doctor result (hosts without one are skipped)."""
+    results = {}
+    for host in hosts:
+        result = hostvars[host].get("sparkfleet_doctor_node")
+        if result and not result.get("skipped"):
+            results[host] = dict(result)
+    return doctor.summary_lines(results, bundle)
+
+
 class FilterModule:
     """sparkfleet filters."""
 
@@ -241,4 +252,5 @@ class FilterModule:
             "sparkfleet_min_free_kbytes": sparkfleet_min_free_kbytes,
             "sparkfleet_status_rows": sparkfleet_status_rows,
             "sparkfleet_status_table": sparkfleet_status_table,
+            "sparkfleet_doctor_summary": sparkfleet_doctor_summary,
         }

@@ -116,3 +116,29 @@ def test_an_image_build_and_the_transfers_print_progress_and_totals(lab):
                 docker_exec(node["ansible_host"], "docker", "tag", kept, ref)
                 docker_exec(node["ansible_host"], "docker", "image", "rm", kept)
     assert {node["name"]: _image_ids(node) for node in (head, worker)} == before
+
+
+def test_a_worker_without_room_for_the_image_refuses_the_transfer_with_numbers(lab):
+    """Pair b's worker lacks the serving image, and the disk reserve is set beyond its disk:
+    the transfer is refused before a byte moves, with the free space, the need and the reserve."""
+    worker = lab["b"]["worker"]
+    refs = list(_image_ids(worker))
+    for ref in refs:
+        docker_exec(worker["ansible_host"], "docker", "tag", ref, "sparkfleet-test/kept:" + ref.split(":")[1])
+        docker_exec(worker["ansible_host"], "docker", "image", "rm", ref)
+    try:
+        rc, output = playbook("playbooks/image.yml", "--limit", "spark-b1,spark-b2",
+                              "-e", "sparkfleet_disk_reserve_gib=100000", timeout=600)
+        flat = re.sub(r"\n\s+", " ", output)
+        print("refusal:", re.search(r"spark-b2: /\S+ has [^.]+\.[^.]+\.", flat).group(0))
+        assert rc != 0
+        assert re.search(r"spark-b2: /\S+ has [\d.]+ GiB free; receiving sparkfleet/vllm-spark:\w+ from spark-b1 "
+                         r"needs 0\.1 GiB and 100000\.0 GiB stays free \(sparkfleet_disk_reserve_gib\), so [\d.]+ GiB "
+                         r"more is needed\.", flat), flat[-3000:]
+        assert "nothing was transferred or built" in flat
+        assert _image_ids(worker) == {}  # nothing arrived
+    finally:
+        for ref in refs:
+            kept = "sparkfleet-test/kept:" + ref.split(":")[1]
+            docker_exec(worker["ansible_host"], "docker", "tag", kept, ref)
+            docker_exec(worker["ansible_host"], "docker", "image", "rm", kept)

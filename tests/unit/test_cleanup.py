@@ -148,3 +148,36 @@ def test_readahead_restore_waits_for_any_of_the_weights_loaded_lines(monkeypatch
     clock = iter(range(0, 1000, 30))
     monkeypatch.setattr(tool.time, "monotonic", lambda: next(clock))
     assert tool.wait_for(["Loading weights took"], 60, "abc") is False
+
+
+@pytest.fixture
+def slow_docker(tmp_path):
+    """A docker whose container is still being removed for a while after `rm --force`."""
+    state = tmp_path / "inspects-left"
+    script = tmp_path / "docker"
+    script.write_text(
+        "#!/bin/sh\n"
+        "if [ \"$1\" = container ]; then\n"
+        "  n=$(cat %s); [ \"$n\" -le 0 ] && exit 1; echo $((n - 1)) > %s; exit 0\n"
+        "fi\n"
+        "echo 'Error response from daemon: removal of container x is already in progress' >&2; exit 1\n"
+        % (state, state))
+    script.chmod(0o755)
+    return script, state
+
+
+def test_a_container_still_being_removed_is_waited_for(slow_docker, shm, capsys):
+    script, state = slow_docker
+    state.write_text("4")  # exists at the check and for three polls after `rm --force`
+    rc, out, err = run(["--container", "sparkfleet-vllm-head", "--docker", str(script), "--shm-dir", str(shm),
+                        "--no-drop-caches"], capsys)
+    assert rc == 0 and "did remove stale container sparkfleet-vllm-head" in out, err
+    assert state.read_text().strip() == "0"
+
+
+def test_a_container_that_never_goes_fails_the_start(slow_docker, shm, capsys):
+    script, state = slow_docker
+    state.write_text("1000")
+    rc, _, err = run(["--container", "sparkfleet-vllm-head", "--docker", str(script), "--container-wait", "1",
+                      "--shm-dir", str(shm), "--no-drop-caches"], capsys)
+    assert rc != 0 and "container sparkfleet-vllm-head is still there 1 s after `docker rm --force`" in err

@@ -90,3 +90,36 @@ def test_compile_cache_is_keyed_by_image_id(host):
     assert host.file("/var/lib/sparkfleet/compile-cache/%s" % key).is_directory
     mounts = host.check_output("docker inspect --format '{{json .Mounts}}' sparkfleet-vllm-%s" % role_of(host))
     assert "/var/lib/sparkfleet/compile-cache/%s" % key in mounts
+
+
+def _earlyoom_victim(host, extra):
+    """The process earlyoom would pick now (thresholds forced, --dryrun: nothing is killed)."""
+    out = host.run("timeout 3 earlyoom -m 99,99 -s 99,99 --dryrun -r 0 %s 2>&1" % extra).stdout
+    for line in out.splitlines():
+        if line.startswith("sending SIG") and '"' in line:
+            return line.split('"')[1]
+    raise AssertionError("earlyoom picked nothing:\n" + out)
+
+
+def test_earlyoom_picks_other_processes_before_the_serving_ones(host):
+    import shlex
+    assert host.service("earlyoom").is_enabled and host.service("earlyoom").is_running
+    config = host.file("/etc/default/earlyoom").content_string
+    args = shlex.split(config.split('EARLYOOM_ARGS="', 1)[1].rsplit('"', 1)[0])
+    assert args[args.index("-M") + 1] == "4194304,2097152"
+    avoid = args[args.index("--avoid") + 1]
+    # The simulator, like vLLM's console script, runs under the name `vllm`.
+    serving = host.check_output("cat /proc/$(docker inspect --format '{{.State.Pid}}' sparkfleet-vllm-%s)/comm"
+                                % role_of(host))
+    assert serving == "vllm"
+    # Decoys: one named like vLLM's engine and the likelier victim by its score (oom_score_adj
+    # 300), and an ordinary process (100). earlyoom 1.7 (Debian 12, Ubuntu 24.04) takes 300 off
+    # the badness of an --avoid match: enough to put it behind the other one.
+    host.run_expect([0], "cp /bin/sleep /tmp/VLLM::EngineCore && cp /bin/sleep /tmp/hog")
+    host.run_expect([0], "(/tmp/VLLM::EngineCore 30 & echo 300 > /proc/$!/oom_score_adj; "
+                         "/tmp/hog 30 & echo 100 > /proc/$!/oom_score_adj) >/dev/null 2>&1")
+    try:
+        assert _earlyoom_victim(host, "") == "VLLM::EngineCor"  # without the guard it would go first
+        assert _earlyoom_victim(host, "--avoid %s" % shlex.quote(avoid)) == "hog"
+    finally:
+        host.run("pkill -f '^/tmp/(VLLM::EngineCore|hog) 30'")
