@@ -22,6 +22,15 @@ import time
 # it every 15-30 s, and a 149 GB stream must not spend its time in rename().
 WRITE_INTERVAL = 1.0
 
+# A watch is a self-including task file, and Ansible fails past about 200
+# nested includes (measured: 200 fine, 250 RecursionError). So the wait between
+# lines stretches with the job's age (a tenth of it, at most 10 minutes): a
+# 6-hour download takes about 75 rounds, and the role stops printing at
+# MAX_ROUNDS in any case.
+STRETCH = 10
+MAX_WAIT_S = 600
+MAX_ROUNDS = 150
+
 # The time left is given once this share is done and this long has passed.
 ESTIMATE_AFTER_SHARE = 0.05
 ESTIMATE_AFTER_S = 5.0
@@ -72,6 +81,14 @@ def read(path, run):
     except (OSError, ValueError):
         return None
     return state if state.get("run") == run else None
+
+
+def watch_wait(interval, elapsed):
+    """Seconds the next round waits: the interval, or a tenth of the job's age when longer (at most
+    MAX_WAIT_S). An interval of 0 (a plain read) is never stretched."""
+    if interval <= 0:
+        return 0
+    return int(min(max(interval, elapsed / STRETCH), max(MAX_WAIT_S, interval)))
 
 
 def build_step(line):
