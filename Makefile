@@ -1,4 +1,4 @@
-.PHONY: deploy test lab-up lab-down lint unit
+.PHONY: deploy test lab-up lab-down lint unit molecule-changed
 
 deploy:    ## converge the fleet (the local lab when no real Sparks are configured)
 	scripts/deploy
@@ -17,3 +17,6 @@ unit:
 
 lint:
 	scripts/bootstrap && .venv/bin/yamllint --strict . && .venv/bin/ansible-lint
+
+molecule-changed:  ## molecule scenarios covering what changed against main (BASE=...)
+	scripts/bootstrap && PATH=$(CURDIR)/.venv/bin:$$PATH .venv/bin/python scripts/molecule-changed --base $(or $(BASE),main)

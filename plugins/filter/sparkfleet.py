@@ -19,6 +19,7 @@ import sparkfleet_doctor as doctor  # noqa: E402  pylint: disable=wrong-import-p
 import sparkfleet_memory as memory  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_overlay as overlay  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_progress as progress  # noqa: E402  pylint: disable=wrong-import-position
+import sparkfleet_rollout as rollout  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_status as status  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_topology as topology  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_vllm_args as vllm_args  # noqa: E402  pylint: disable=wrong-import-position
@@ -39,6 +40,16 @@ def sparkfleet_pairs(hostvars, hosts):
         return topology.build_pairs(_nodes(hostvars, hosts))
     except topology.TopologyError as exc:
         raise AnsibleFilterError("sparkfleet inventory: %s" % exc)
+
+
+def sparkfleet_roll_plan(pairs, batch=1, min_serving=1, canary=True):
+    """Rollout batches (canary first), hosts per batch for `serial`, host order and a one-line description."""
+    try:
+        result = rollout.plan(dict(pairs), batch, min_serving, bool(canary))
+    except rollout.RolloutPlanError as exc:
+        raise AnsibleFilterError("sparkfleet rollout plan: %s" % exc)
+    result["description"] = rollout.describe(result)
+    return result
 
 
 def sparkfleet_node(hostvars, hosts, host):
@@ -243,6 +254,7 @@ class FilterModule:
             "sparkfleet_env_lines": sparkfleet_env_lines,
             "sparkfleet_profile_errors": sparkfleet_profile_errors,
             "sparkfleet_drain_bound": sparkfleet_drain_bound,
+            "sparkfleet_roll_plan": sparkfleet_roll_plan,
             "sparkfleet_launch_check": sparkfleet_launch_check,
             "sparkfleet_help_check": sparkfleet_help_check,
             "sparkfleet_fingerprint_release": sparkfleet_fingerprint_release,

@@ -22,8 +22,11 @@ def test_doctor_names_a_held_master_port_and_keeps_secrets_out(lab, tmp_path):
     docker_exec(host, "systemctl", "stop", "sparkfleet-vllm-head")
     subprocess.run(["docker", "exec", "--detach", host, "python3", "-c", HOLDER], check=True)
     try:
-        time.sleep(1)
-        assert "29501" in docker_exec(host, "ss", "-ltn").stdout, "the port holder did not start"
+        # The holder is a fresh python3 in the node: on a busy machine it takes a few seconds to listen.
+        deadline = time.monotonic() + 20
+        while ":29501 " not in docker_exec(host, "ss", "-ltn").stdout and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert ":29501 " in docker_exec(host, "ss", "-ltn").stdout, "the port holder did not start"
         docker_exec(host, "systemctl", "start", "--no-block", "sparkfleet-vllm-head")
         time.sleep(8)  # the unit's ExecStartPre refuses the port held by something that is not vLLM
         started = time.monotonic()

@@ -1,6 +1,7 @@
 """Each launch guard, triggered against the converged lab: the play (or the
 unit) fails with the intended message and the running service is left as it was."""
 
+import concurrent.futures
 import json
 
 import pytest
@@ -54,15 +55,30 @@ GUARDS = [
 ]
 
 
-@pytest.mark.parametrize("name, extra_vars, message", GUARDS, ids=[g[0] for g in GUARDS])
-def test_guard_fails_the_play_and_keeps_the_service(lab, name, extra_vars, message):
+# Each guard is its own site.yml run that must fail before it touches a host.
+# They are independent, so they run 4 at a time: the unit PIDs are read
+# before the first and after the last, and every guard must leave them alone.
+GUARD_CONCURRENCY = 4
+
+
+@pytest.fixture(scope="module")
+def guard_runs(lab):
     nodes = [node for pair in lab.values() for node in pair.values()]
     before = {n["name"]: main_pid(n) for n in nodes}
-    rc, output = playbook("site.yml", "-e", json.dumps(extra_vars))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=GUARD_CONCURRENCY) as pool:
+        futures = {g[0]: pool.submit(playbook, "site.yml", "-e", json.dumps(g[1])) for g in GUARDS}
+        results = {name: future.result() for name, future in futures.items()}
+    after = {n["name"]: main_pid(n) for n in nodes}
+    return results, before, after
+
+
+@pytest.mark.parametrize("name, extra_vars, message", GUARDS, ids=[g[0] for g in GUARDS])
+def test_guard_fails_the_play_and_keeps_the_service(guard_runs, name, extra_vars, message):
+    results, before, after = guard_runs
+    rc, output = results[name]
     assert rc != 0, "%s: the play succeeded" % name
     assert message in output.replace("\n", " ").replace("  ", " ") or message in output, output[-3000:]
-    after = {n["name"]: main_pid(n) for n in nodes}
-    assert before == after and all(after.values()), "%s: a running unit was restarted" % name
+    assert before == after and all(after.values()), "a guard's run restarted a running unit: %s -> %s" % (before, after)
 
 
 def test_unit_refuses_to_start_when_its_launcher_disappears(lab):
