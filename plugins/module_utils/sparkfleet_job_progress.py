@@ -159,6 +159,8 @@ def progress_line(state, now=None):
         where = "step %d of %d" % (step, steps) if step else "sending the build context"
         text = ": %s" % _shorten(state["instruction"]) if state.get("instruction") and step else ""
         return "%s: %s, %s%s" % (label, where, duration_text(elapsed), text)
+    if state.get("kind") == "benchmark":
+        return "%s: %s phase, %s" % (label, state.get("phase", "starting"), _benchmark_figures(state, now))
     parts, elapsed, rate, done, total = _transfer_figures(state, now)
     line = "%s: %s, %s" % (label, ", ".join(parts), duration_text(elapsed))
     # A rate is only worth extrapolating once the bytes flow: `docker save`
@@ -180,8 +182,19 @@ def total_line(state, now=None):
         cached = state.get("cached", 0)
         return "%s: %s, %d step(s)%s in %s" % (label, outcome, state.get("steps", 0),
                                                " (%d from cache)" % cached if cached else "", duration_text(elapsed))
+    if state.get("kind") == "benchmark":
+        if not state.get("ok", True):
+            return "%s: FAILED after %s: %s" % (label, duration_text(elapsed), state.get("error", "?"))
+        return "%s: done, %s" % (label, _benchmark_figures(state, now))
     parts, elapsed, rate, done, total = _transfer_figures(state, now)
     return "%s: %s, %s in %s" % (label, outcome, ", ".join(parts), duration_text(elapsed))
+
+
+def _benchmark_figures(state, now):
+    elapsed = _elapsed(state, now)
+    return "%d of %d request(s), %d failed, %s of its %s bound" % (
+        state.get("done", 0), state.get("total", 0), state.get("failed", 0), duration_text(elapsed),
+        duration_text(state.get("bound_s", 0)))
 
 
 def _shorten(text, limit=72):

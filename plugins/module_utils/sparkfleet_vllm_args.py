@@ -570,6 +570,11 @@ PROFILE_SPEC = {
     "max_answer_tokens": {"type": int, "min": 16, "max": 1048576},
     "decode_tok_s_per_stream": {"type": float, "min": 0.1, "max": 10000.0},
     "min_spec_acceptance": {"type": float, "min": 0.0, "max": 16.0},
+    # What the profile's authors measured on real Sparks (sparkfleet's
+    # benchmark shape): the rollout's performance gate compares a pair with
+    # no benchmark history against these.
+    "expected_single_stream_tok_s": {"type": float, "min": 0.0, "max": 100000.0},
+    "expected_aggregate_tok_s": {"type": float, "min": 0.0, "max": 1000000.0},
 }
 JSON_FLAG_NAMES = frozenset(flag for _, flag in JSON_FLAGS) | {
     "--override-generation-config", "--hf-overrides", "--kv-transfer-config", "-cc", "-sc"}

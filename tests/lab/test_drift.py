@@ -14,7 +14,9 @@ def test_check_diff_shows_drift_and_a_run_restores_only_that_pair(lab):
     edited = docker_exec(container, "cat", UNIT).stdout
     pid = main_pid(head)
 
-    rc, output = playbook("site.yml", "--check", "--diff", "--limit", "sparkfleet_nodes:localhost")
+    # The check runs on the drifted pair only (a full check of the fleet costs minutes in CI);
+    # the real run below covers every pair and proves the other one is left alone.
+    rc, output = playbook("site.yml", "--check", "--diff", "--limit", "spark-a1,spark-a2,localhost")
     assert rc == 0, output[-3000:]
     assert "-RestartSec=1\n+RestartSec=15" in output
     assert docker_exec(container, "cat", UNIT).stdout == edited

@@ -16,7 +16,7 @@ from . import fingerprint
 from . import log
 from . import serve_args
 
-KNOWN_FAULTS = ("garbled", "repeat", "tool_xml", "crash_after", "slow_start", "fail_start")
+KNOWN_FAULTS = ("garbled", "repeat", "tool_xml", "crash_after", "slow_start", "slow_decode", "fail_start")
 
 
 class SimExit(Exception):
@@ -108,6 +108,10 @@ def parse_faults(value):
             faults[name] = int(arg)
         elif name == "slow_start":
             faults[name] = float(arg)
+        elif name == "slow_decode":
+            faults[name] = float(arg)
+            if faults[name] <= 0:
+                raise ValueError(f"VLLM_SIM_FAULT slow_decode={arg} must be a factor above 0")
         else:
             faults[name] = True
     return faults

@@ -84,7 +84,9 @@ class Engine:
         self.ttft = Histogram(TTFT_BUCKETS)
         self.served = 0
         self.draining = False
-        self.token_delay = env_float("VLLM_SIM_TOKEN_DELAY", 0.01)
+        # slow_decode=F: every token takes F times as long (a configuration
+        # that answers correctly but slower, for the performance gate).
+        self.token_delay = env_float("VLLM_SIM_TOKEN_DELAY", 0.01) * float(faults.get("slow_decode", 1.0))
         spec = args.speculative_config
         self.spec_k = int(spec.get("num_speculative_tokens", 1)) if spec else 0
         self.spec_accept = env_float("VLLM_SIM_SPEC_ACCEPT", 0.73)

@@ -1,0 +1,105 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+"""The benchmark history on the controller: the gate's reference, new records, pictures and report."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: sparkfleet_benchmark_history
+short_description: Keep sparkfleet's benchmark history, give the gate its reference, draw the report
+description:
+  - Runs on the controller. The history is O(directory)/history.jsonl, one JSON record per
+    benchmark (keyed by pair, profile, image ID, model revision and time).
+  - O(action=reference) returns what a pair must reach under O(profile) at O(shape) (its last
+    passing record, else the profile's stated figures O(expected)) and, given O(figures) and
+    O(share), the gate's verdict.
+  - O(action=record) appends O(records), then redraws one PNG per profile and report.md.
+options:
+  directory: {description: Where the history, the PNGs and report.md live., type: path, required: true}
+  action: {description: What to do., type: str, choices: [reference, record], required: true}
+  pair: {description: Pair to look up (reference)., type: str}
+  profile: {description: Profile to look up (reference)., type: str}
+  profile_name: {description: Profile name for messages., type: str}
+  shape: {description: The benchmark's input_len, output_len and concurrency (reference)., type: dict}
+  expected: {description: The profile's stated figures, used without history., type: dict, default: {}}
+  figures: {description: Figures to judge against the reference., type: dict}
+  share: {description: Share of the reference each gated figure must reach., type: float, default: 0.9}
+  metrics: {description: Figures the gate compares., type: list, elements: str, default: [single_stream_tok_s, aggregate_tok_s]}
+  records: {description: Records to append (record)., type: list, elements: dict, default: []}
+  fleet: {description: Fleet name for the report's title., type: str, default: fleet}
+"""
+
+RETURN = r"""
+reference: {description: The reference figures and where they come from (or null)., type: dict, returned: action=reference}
+passed: {description: Whether O(figures) reach O(share) of the reference., type: bool, returned: action=reference with figures}
+verdict: {description: One line per gated figure, both figures named., type: list, returned: action=reference with figures}
+pictures: {description: PNG paths written., type: list, returned: action=record}
+report: {description: Path of report.md., type: str, returned: action=record}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils import sparkfleet_benchmark as bench
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            directory=dict(type="path", required=True),
+            action=dict(type="str", choices=["reference", "record"], required=True),
+            pair=dict(type="str"),
+            profile=dict(type="str"),
+            profile_name=dict(type="str"),
+            shape=dict(type="dict"),
+            expected=dict(type="dict", default={}),
+            figures=dict(type="dict"),
+            share=dict(type="float", default=0.9),
+            metrics=dict(type="list", elements="str", default=list(bench.GATE_METRICS)),
+            records=dict(type="list", elements="dict", default=[]),
+            fleet=dict(type="str", default="fleet"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    history_file = os.path.join(p["directory"], "history.jsonl")
+    unknown = sorted(set(p["metrics"]) - set(bench.GATE_METRICS))
+    if unknown:
+        module.fail_json(msg="sparkfleet_benchmark_history: unknown gate metric(s) %s; known: %s"
+                         % (", ".join(unknown), ", ".join(bench.GATE_METRICS)))
+    if p["action"] == "reference":
+        shape = {k: int(v) for k, v in (p["shape"] or {}).items()}
+        ref = bench.reference(bench.load_history(history_file), p["pair"], p["profile"], shape,
+                              p["expected"], p["profile_name"])
+        result = dict(changed=False, reference=ref)
+        if p["figures"] is not None:
+            if not 0 < p["share"] <= 1:
+                module.fail_json(msg="sparkfleet_benchmark_history: share must be in (0, 1], got %s" % p["share"])
+            result["passed"], result["verdict"] = bench.gate(p["figures"], ref, p["share"], p["metrics"])
+        module.exit_json(**result)
+
+    if not p["records"]:
+        module.exit_json(changed=False, pictures=[], report="")
+    if module.check_mode:
+        module.exit_json(changed=True, pictures=[], report="", msg="would append %d record(s)" % len(p["records"]))
+    os.makedirs(p["directory"], mode=0o755, exist_ok=True)
+    bench.append_history(history_file, p["records"])
+    history = bench.load_history(history_file)
+    pictures = []
+    try:
+        for profile in sorted({str(r.get("profile")) for r in p["records"] if r.get("profile")}):
+            path = os.path.join(p["directory"], bench.png_name(profile))
+            bench.draw_profile(history, profile, path)
+            pictures.append(path)
+    except ImportError as exc:
+        module.fail_json(msg="drawing the benchmark history needs matplotlib on the controller "
+                             "(pyproject.toml installs it; scripts/bootstrap): %s" % exc)
+    report_file = os.path.join(p["directory"], "report.md")
+    with open(report_file + ".tmp", "w", encoding="utf-8") as handle:
+        handle.write(bench.report_text(history, p["fleet"]))
+    os.replace(report_file + ".tmp", report_file)
+    module.exit_json(changed=True, pictures=pictures, report=report_file, history=history_file)
+
+
+if __name__ == "__main__":
+    main()
