@@ -240,6 +240,16 @@ def sparkfleet_doctor_summary(hosts, hostvars, bundle):
     return doctor.summary_lines(results, bundle)
 
 
+def sparkfleet_file_spec(pair, mode=None, secret=False):
+    """(path, src) -> a file entry for the sparkfleet_files module: copy src
+    (a file on the node) to path. Without a mode, environment files (they
+    hold the API key) get 0600 and everything else 0644."""
+    path, src = pair
+    if mode is None:
+        mode = "0600" if str(path).endswith(".env") else "0644"
+    return {"path": path, "src": src, "mode": mode, "secret": bool(secret)}
+
+
 class FilterModule:
     """sparkfleet filters."""
 
@@ -265,4 +275,5 @@ class FilterModule:
             "sparkfleet_status_rows": sparkfleet_status_rows,
             "sparkfleet_status_table": sparkfleet_status_table,
             "sparkfleet_doctor_summary": sparkfleet_doctor_summary,
+            "sparkfleet_file_spec": sparkfleet_file_spec,
         }

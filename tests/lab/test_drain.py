@@ -12,7 +12,8 @@ from conftest import ROOT, PLAYBOOK, api_key
 from loadgen import LoadGenerator, LongStreams
 
 TOKENS_PER_S = 100  # the lab simulator's VLLM_SIM_TOKEN_DELAY of 0.01 s
-DRAIN = re.compile(r"pair (\w+) rolled and gated in ([\d.]+) s; drain waited ([\d.]+) s for (\d+) "
+DRAIN = re.compile(r"pair (\w+) rolled and gated in ([\d.]+) s: engine start and health gate [\d.]+ s, "
+                   r"performance gate [\d.]+ s, orchestration [\d.]+ s; drain waited ([\d.]+) s for (\d+) "
                    r"request\(s\) in flight \(bound (\d+) s\), cut (\d+)")
 CUT_WARNING = re.compile(r"the drain bound \((\d+) s, sparkfleet_roll_drain_timeout\) was reached with (\d+) request")
 

@@ -1,7 +1,12 @@
 """--check --diff shows a hand edit without changing anything; a normal run
 restores it and restarts only the pair that drifted."""
 
+import pytest
+
 from conftest import docker_exec, main_pid, playbook, wait_serving
+
+# A check run and a restoring run, judged by their output: nothing here is timed.
+pytestmark = pytest.mark.untimed
 
 UNIT = "/etc/systemd/system/sparkfleet-vllm-head.service"
 

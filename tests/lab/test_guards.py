@@ -8,6 +8,9 @@ import pytest
 
 from conftest import docker_exec, main_pid, playbook, unit_of, wait_serving
 
+# Each guard fails a play before a host is touched: nothing here is timed.
+pytestmark = pytest.mark.untimed
+
 GUARDS = [
     ("unknown flag",
      {"sparkfleet_profile_overrides": {"extra_args": ["--bogus-flag"]}},

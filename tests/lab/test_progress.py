@@ -5,6 +5,8 @@ import json
 import re
 import time
 
+import pytest
+
 from conftest import docker_exec, playbook, wait_serving
 
 PAIR_A = "localhost,lab-endpoint,spark-a1,spark-a2"
@@ -118,6 +120,7 @@ def test_an_image_build_and_the_transfers_print_progress_and_totals(lab):
     assert {node["name"]: _image_ids(node) for node in (head, worker)} == before
 
 
+@pytest.mark.untimed
 def test_a_worker_without_room_for_the_image_refuses_the_transfer_with_numbers(lab):
     """Pair b's worker lacks the serving image, and the disk reserve is set beyond its disk:
     the transfer is refused before a byte moves, with the free space, the need and the reserve."""

@@ -5,7 +5,12 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from conftest import docker_exec, playbook
+
+# Judged by which images remain: nothing here is timed.
+pytestmark = pytest.mark.untimed
 
 PAIR_B = "spark-b1,spark-b2"
 CONTEXTS = "/var/lib/sparkfleet/image-build"

@@ -5,7 +5,12 @@ load, with long answers across every drain, is tests/lab/test_drain.py.)"""
 import json
 import subprocess
 
+import pytest
+
 from conftest import chat, docker_exec, main_pid, playbook
+
+# Rollbacks judged by what serves afterwards, without load: nothing here is timed.
+pytestmark = pytest.mark.untimed
 
 def _rolled_back(lab, output, failed_check):
     head_a = lab["a"]["head"]

@@ -40,6 +40,7 @@ def heads(lab):
     return [pair["head"] for pair in lab.values()]
 
 
+@pytest.mark.untimed
 def test_key_file_is_private():
     import os
     import stat
@@ -49,6 +50,7 @@ def test_key_file_is_private():
     assert len(api_key()) >= 32
 
 
+@pytest.mark.untimed
 @pytest.mark.parametrize("where", ["endpoint", "head"])
 def test_requests_without_the_key_are_refused(lab, endpoint, where):
     address = endpoint if where == "endpoint" else heads(lab)[0]["sparkfleet_mgmt_address"]
@@ -58,6 +60,7 @@ def test_requests_without_the_key_are_refused(lab, endpoint, where):
     assert status_of(url, key=api_key()) == 200
 
 
+@pytest.mark.untimed
 def test_openai_sdk_with_the_key_gets_a_completion(endpoint):
     import openai
 
@@ -71,6 +74,7 @@ def test_openai_sdk_with_the_key_gets_a_completion(endpoint):
                       max_retries=0).models.list()
 
 
+@pytest.mark.untimed
 def test_oversized_request_bodies_stop_at_the_endpoint(endpoint):
     """A body announced larger than the bound is answered 413 from its headers
     alone: the endpoint never reads it and no head sees it."""
@@ -105,6 +109,7 @@ def can_connect(container, address, port, timeout=3):
     return docker_exec(container, "python3", "-c", probe, address, str(port), check=False).returncode == 0
 
 
+@pytest.mark.untimed
 def test_sockets_listen_only_where_needed(lab):
     endpoint = endpoint_containers()[0]
     for pair in lab.values():
@@ -163,6 +168,7 @@ def assert_no_secret_in_files(lab, secrets_by_label):
     assert leaks == {}, leaks
 
 
+@pytest.mark.untimed
 def test_no_secret_in_world_readable_files_or_process_lists(lab, endpoint):
     """What the converge left: no key in a file others can read or on a command line.
     (What a run prints, with --diff -vv, is checked by the key rotation below, whose

@@ -35,7 +35,7 @@ def test_limits_for_sessions_and_dockerd(host):
 
 def test_daemon_json_merged_not_replaced(host):
     config = json.loads(host.file("/etc/docker/daemon.json").content_string)
-    assert config["storage-driver"] == "vfs"  # the lab image's own key survives
+    assert config["storage-driver"] == "overlay2"  # the lab image's own key survives
     assert config["default-ulimits"]["memlock"] == {"Name": "memlock", "Soft": MEMLOCK, "Hard": MEMLOCK}
 
 
