@@ -84,12 +84,15 @@ def test_prebuilt_tag_that_can_hold_different_bits_is_refused_before_anything(la
 
 def test_new_image_that_fails_to_start_is_rolled_back(lab, endpoint):
     untouched = {role: main_pid(node) for role, node in lab["b"].items()}
-    # A "new image" whose vLLM dies during start-up, identical on both nodes of pair a.
+    # A "new image" whose vLLM dies during start-up, the same ID on every node: the rollout
+    # brings every pair its image before the first batch, so all four nodes must hold it.
     ref = "sparkfleet/vllm-sim:broken"
     _build_on(lab["a"]["head"], ref, "FROM sparkfleet/vllm-sim:latest\nENV VLLM_SIM_FAULT=fail_start\n")
-    _copy_image(ref, lab["a"]["head"], lab["a"]["worker"])
+    nodes = [lab["a"]["worker"], lab["b"]["head"], lab["b"]["worker"]]
+    for node in nodes:
+        _copy_image(ref, lab["a"]["head"], node)
     image_id = _image_id(lab["a"]["head"], ref)
-    assert image_id == _image_id(lab["a"]["worker"], ref)
+    assert all(_image_id(node, ref) == image_id for node in nodes)
     # Pinned by image ID: the same bits wherever that ID is found.
     rc, output = _prebuilt_rollout(image_id, 45)
     assert rc != 0

@@ -1,6 +1,7 @@
 """Verify a converged pair: units, containers, rendered launch files, a real answer."""
 
 import json
+import re
 
 import pytest
 
@@ -52,7 +53,10 @@ def test_running_container_got_the_rendered_argv(host):
 def test_env_file_is_private_and_forbids_fork(host):
     env = host.file("/etc/sparkfleet/sparkfleet-vllm-%s.env" % role_of(host))
     assert env.mode == 0o600
-    assert "VLLM_WORKER_MULTIPROC_METHOD=spawn" in env.content_string
+    lines = env.content_string.splitlines()
+    # docker --env-file reads one VAR=value a line: anything else is one long, wrong variable.
+    assert lines and all(re.fullmatch(r"[A-Z_][A-Z0-9_]*=[^\\]*", line) for line in lines), lines
+    assert "VLLM_WORKER_MULTIPROC_METHOD=spawn" in lines
 
 
 def test_unit_is_verified_and_names_existing_programs(host):

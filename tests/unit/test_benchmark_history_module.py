@@ -1,0 +1,67 @@
+"""sparkfleet_benchmark_history's gate and draw actions, run as Ansible runs
+them (an ad-hoc call on the controller): one call judges, records and draws
+only for a failed verdict; draw redraws every profile of the history."""
+
+import json
+import os
+import subprocess
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ANSIBLE = os.path.join(ROOT, ".venv", "bin", "ansible")
+SHAPE = {"input_len": 256, "output_len": 128, "concurrency": 8}
+
+
+def run(args):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+    result = subprocess.run([ANSIBLE, "localhost", "-c", "local", "-i", "localhost,", "-m",
+                             "sparkfleet_benchmark_history", "-a", json.dumps(args)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = json.loads(result.stdout)
+    return out["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def gate(directory, single, aggregate):
+    figures = {"single_stream_tok_s": single, "aggregate_tok_s": aggregate}
+    return run({"directory": str(directory), "action": "gate", "pair": "a", "profile": "balanced",
+                "shape": SHAPE, "expected": {"single_stream_tok_s": 100, "aggregate_tok_s": 750},
+                "figures": figures, "share": 0.9,
+                "record": {"pair": "a", "profile": "balanced", "target": "pair", "shape": SHAPE,
+                           "figures": figures, "time": 1795000000, "image_id": "sha256:" + "ab" * 32}})
+
+
+def history(directory):
+    with open(os.path.join(directory, "history.jsonl"), encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def test_a_passing_gate_records_its_verdict_in_one_call_and_draws_nothing(tmp_path):
+    result = gate(tmp_path, 97.0, 760.0)
+    assert result["passed"] is True and result["changed"] is True
+    assert "profile balanced's stated figures" in result["reference"]["source"]
+    assert result["pictures"] == [] and not (tmp_path / "balanced.png").exists()
+    [record] = history(tmp_path)
+    assert record["kind"] == "gate" and record["passed"] is True and record["verdict"] == result["verdict"]
+
+
+def test_a_failed_gate_draws_at_once_and_names_both_figures(tmp_path):
+    gate(tmp_path, 97.0, 760.0)
+    result = gate(tmp_path, 58.5, 760.0)
+    assert result["passed"] is False
+    assert "pair a's last known good" in result["reference"]["source"]
+    assert any("58.5" in line and "97" in line and "TOO SLOW" in line for line in result["verdict"])
+    assert (tmp_path / "balanced.png").stat().st_size > 0 and (tmp_path / "report.md").exists()
+    assert [r["passed"] for r in history(tmp_path)] == [True, False]
+
+
+def test_draw_redraws_every_profile_of_the_history(tmp_path):
+    gate(tmp_path, 97.0, 760.0)
+    result = run({"directory": str(tmp_path), "action": "draw"})
+    assert result["changed"] is True and result["pictures"] == [str(tmp_path / "balanced.png")]
+    assert "![balanced](balanced.png)" in (tmp_path / "report.md").read_text()
+    assert run({"directory": str(tmp_path / "empty"), "action": "draw"})["changed"] is False
+
+
+def test_gate_without_figures_or_record_is_refused(tmp_path):
+    result = run({"directory": str(tmp_path), "action": "gate", "pair": "a", "profile": "balanced", "shape": SHAPE})
+    assert result.get("failed") and "action=gate needs figures and record" in result["msg"]
