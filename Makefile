@@ -1,13 +1,10 @@
-.PHONY: deploy test test-fleet lab-up lab-down lint unit molecule-changed
+.PHONY: deploy test lab-up lab-down lint unit molecule-changed
 
 deploy:    ## converge the fleet (the local lab when no real Sparks are configured)
 	scripts/deploy
 
 test:      ## the whole test suite, as CI runs it
 	scripts/test
-
-test-fleet:  ## fleet behaviours on a 4-pair lab, with deploy and rollout timings (not in CI: too long)
-	scripts/test-fleet
 
 lab-up:
 	lab/sparkfleet-lab up

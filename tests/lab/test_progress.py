@@ -4,6 +4,7 @@ long cold start, and a report naming the last phase when a start hangs."""
 import json
 import re
 import time
+import uuid
 
 import pytest
 
@@ -75,22 +76,19 @@ def _image_ids(node):
 
 
 def test_an_image_build_and_the_transfers_print_progress_and_totals(lab):
-    """Pair b's serving tag is removed on both nodes and a shard on its worker: the
-    image playbook builds and streams it again, the model playbook repairs the
-    shard, each with progress lines and a total. The running pair is not touched,
-    and the old tags are put back afterwards."""
+    """Pair b builds an image from inputs never built before (a build argument no build had,
+    so no step comes from the cache) and streams it to its worker, and a shard removed on
+    the worker is repaired, each with a total (and progress lines when it outlasts a round).
+    The running pair is not touched, and the new image is removed afterwards."""
     head, worker = lab["b"]["head"], lab["b"]["worker"]
     before = {node["name"]: _image_ids(node) for node in (head, worker)}
     shard = "/var/lib/sparkfleet/models/DeepSeek-V4-Flash/model-00001-of-00003.safetensors"
+    fresh = {"spark_image_progress_interval": 1,
+             "spark_image_build_args": {"TORCH_CUDA_ARCH_LIST": "12.1a", "SPARKFLEET_TEST_NONCE": uuid.uuid4().hex}}
     try:
-        for node in (head, worker):
-            for ref in before[node["name"]]:
-                # Kept under another name, so an image no container uses survives for the restore.
-                docker_exec(node["ansible_host"], "docker", "tag", ref, "sparkfleet-test/kept:" + ref.split(":")[1])
-                docker_exec(node["ansible_host"], "docker", "image", "rm", ref)
         docker_exec(worker["ansible_host"], "rm", "-f", shard)
-        rc, output = playbook("playbooks/image.yml", "--limit", "spark-b1,spark-b2",
-                              "-e", "spark_image_progress_interval=1", timeout=600)
+        rc, output = playbook("playbooks/image.yml", "--limit", "spark-b1,spark-b2", "-e", json.dumps(fresh),
+                              timeout=600)
         flat = re.sub(r"\n\s+", " ", output)
         assert rc == 0, output[-3000:]
         steps = re.findall(r"on spark-b1: (?:step (\d+) of (\d+)|sending the build context), \d+ s", flat)
@@ -98,9 +96,16 @@ def test_an_image_build_and_the_transfers_print_progress_and_totals(lab):
         image_total = re.search(r"→ spark-b2: done, ([\d.]+ [KMG]iB), ([\d.]+ [KMG]iB)/s in ([^']+)'", flat)
         print("build steps seen:", steps, "| build:", build_total and build_total.group(0),
               "| image stream:", image_total and image_total.group(0))
-        assert steps and build_total, flat[-3000:]
+        assert build_total, flat[-3000:]
+        # Lines come once a round (about 2 s of Ansible on the lab); a build done before the
+        # first round (the lab's Docker builds this image in 3-5 s) has only its total.
+        # Start-up progress lines are proven in the cold-start test above.
+        build_s = sum(int(n) * (60 if unit == "min" else 1)
+                      for n, unit in re.findall(r"(\d+) (min|s)\b", build_total.group(2)))
+        assert steps or build_s <= 5, flat[-3000:]
         assert all(int(of) == int(build_total.group(1)) for _, of in steps if of), steps
-        assert re.search(r"on spark-b1: (step|sending)", flat).start() < flat.index("on spark-b1: done")
+        if steps:
+            assert re.search(r"on spark-b1: (step|sending)", flat).start() < flat.index("on spark-b1: done")
         assert image_total, flat[-3000:]
 
         rc, output = playbook("playbooks/model.yml", "--limit", "spark-b1,spark-b2",
@@ -113,10 +118,8 @@ def test_an_image_build_and_the_transfers_print_progress_and_totals(lab):
         assert weights_total, flat[-3000:]
     finally:
         for node in (head, worker):
-            for ref in before[node["name"]]:
-                kept = "sparkfleet-test/kept:" + ref.split(":")[1]
-                docker_exec(node["ansible_host"], "docker", "tag", kept, ref)
-                docker_exec(node["ansible_host"], "docker", "image", "rm", kept)
+            for ref in set(_image_ids(node)) - set(before[node["name"]]):
+                docker_exec(node["ansible_host"], "docker", "image", "rm", ref)
     assert {node["name"]: _image_ids(node) for node in (head, worker)} == before
 
 
