@@ -1,10 +1,13 @@
-.PHONY: deploy test lab-up lab-down lint unit molecule-changed
+.PHONY: deploy test test-fleet lab-up lab-down lint unit molecule-changed
 
 deploy:    ## converge the fleet (the local lab when no real Sparks are configured)
 	scripts/deploy
 
 test:      ## the whole test suite, as CI runs it
 	scripts/test
+
+test-fleet:  ## the lab at 4 pairs: build once per fleet, batched rollouts, figures against 2 pairs
+	scripts/test-fleet
 
 lab-up:
 	lab/sparkfleet-lab up

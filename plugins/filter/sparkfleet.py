@@ -15,6 +15,7 @@ from ansible.errors import AnsibleFilterError
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
 
+import sparkfleet_distribution as distribution  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_doctor as doctor  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_memory as memory  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_overlay as overlay  # noqa: E402  pylint: disable=wrong-import-position
@@ -50,6 +51,34 @@ def sparkfleet_roll_plan(pairs, batch=1, min_serving=1, canary=True):
         raise AnsibleFilterError("sparkfleet rollout plan: %s" % exc)
     result["description"] = rollout.describe(result)
     return result
+
+
+def sparkfleet_build_host(pairs, configured="", play_hosts=None):
+    """The head that builds the fleet's image: {host, note} (note explains a fallback)."""
+    try:
+        host, note = distribution.build_host([p["head"] for _, p in sorted(dict(pairs).items())],
+                                             configured or "", play_hosts)
+    except distribution.DistributionError as exc:
+        raise AnsibleFilterError("sparkfleet image distribution: %s" % exc)
+    return {"host": host, "note": note}
+
+
+def sparkfleet_fanout_plan(heads, hostvars, source, id_var="spark_image_id"):
+    """Rounds of {sender, receiver} bringing every head in `heads` the source's image ID."""
+    try:
+        return distribution.fanout_plan({h: hostvars[h].get(id_var) or "" for h in heads}, source)
+    except distribution.DistributionError as exc:
+        raise AnsibleFilterError("sparkfleet image distribution: %s" % exc)
+
+
+def sparkfleet_fanout_describe(rounds):
+    """The fan-out plan in one line, round by round."""
+    return distribution.describe(rounds)
+
+
+def sparkfleet_fanout_part(rounds, index, host):
+    """This host's part in one round: {sends_to, receives_from} ('' when none)."""
+    return distribution.round_role(rounds, int(index), host)
 
 
 def sparkfleet_node(hostvars, hosts, host):
@@ -260,6 +289,10 @@ class FilterModule:
             "sparkfleet_repair_list": sparkfleet_repair_list,
             "sparkfleet_pairs": sparkfleet_pairs,
             "sparkfleet_node": sparkfleet_node,
+            "sparkfleet_build_host": sparkfleet_build_host,
+            "sparkfleet_fanout_plan": sparkfleet_fanout_plan,
+            "sparkfleet_fanout_part": sparkfleet_fanout_part,
+            "sparkfleet_fanout_describe": sparkfleet_fanout_describe,
             "sparkfleet_serve_args": sparkfleet_serve_args,
             "sparkfleet_env_lines": sparkfleet_env_lines,
             "sparkfleet_profile_errors": sparkfleet_profile_errors,
