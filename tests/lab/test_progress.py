@@ -143,6 +143,9 @@ def test_a_worker_without_room_for_the_image_refuses_the_transfer_with_numbers(l
                          r"more is needed\.", flat), flat[-3000:]
         assert "nothing was transferred or built" in flat
         assert _image_ids(worker) == {}  # nothing arrived
+        # The head never started serving a worker that was refused (no sender left listening).
+        listening = docker_exec(lab["b"]["head"]["ansible_host"], "ss", "-ltnH").stdout
+        assert ":29610 " not in listening, listening
     finally:
         for ref in refs:
             kept = "sparkfleet-test/kept:" + ref.split(":")[1]

@@ -12,7 +12,8 @@ from conftest import docker_exec, playbook
 # Judged by which images remain: nothing here is timed.
 pytestmark = pytest.mark.untimed
 
-PAIR_B = "spark-b1,spark-b2"
+# Pair a: its head is the fleet's build host, so it holds the base image and the build contexts.
+PAIR_A = "spark-a1,spark-a2"
 CONTEXTS = "/var/lib/sparkfleet/image-build"
 
 
@@ -33,7 +34,7 @@ def _running_ref(node):
 
 
 def test_prune_keeps_what_can_serve_and_removes_the_rest(lab):
-    head = lab["b"]["head"]
+    head = lab["a"]["head"]
     host = head["ansible_host"]
     serving = _refs(head)
     old = ["sparkfleet/vllm-spark:prunetest%d" % n for n in (1, 2, 3)]
@@ -44,16 +45,16 @@ def test_prune_keeps_what_can_serve_and_removes_the_rest(lab):
         docker_exec(host, "mkdir", "-p", "%s/prunetest%d" % (CONTEXTS, n))
         time.sleep(1.1)  # distinct creation times: the newest is the one kept
     try:
-        rc, output = playbook("playbooks/prune.yml", "--limit", PAIR_B, "--check", "-e", "sparkfleet_prune_keep_others=1")
+        rc, output = playbook("playbooks/prune.yml", "--limit", PAIR_A, "--check", "-e", "sparkfleet_prune_keep_others=1")
         flat = re.sub(r"\n\s+", " ", output)
         assert rc == 0, output[-3000:]
-        would = re.search(r"spark-b1: kept \d+ image\(s\), would remove ([^;]+);", flat)
+        would = re.search(r"spark-a1: kept \d+ image\(s\), would remove ([^;]+);", flat)
         assert would and {old[0], old[1]} <= set(would.group(1).split(", ")) and old[2] not in would.group(1), flat[-2000:]
         assert _refs(head) == serving | set(old)  # check mode removed nothing
 
-        rc, output = playbook("playbooks/prune.yml", "--limit", PAIR_B, "-e", "sparkfleet_prune_keep_others=1")
+        rc, output = playbook("playbooks/prune.yml", "--limit", PAIR_A, "-e", "sparkfleet_prune_keep_others=1")
         flat = re.sub(r"\n\s+", " ", output)
-        print(re.search(r"spark-b1: kept[^']+", flat).group(0))
+        print(re.search(r"spark-a1: kept[^']+", flat).group(0))
         assert rc == 0, output[-3000:]
         left = _refs(head)
         assert old[2] in left and not {old[0], old[1]} & left, left
@@ -63,8 +64,8 @@ def test_prune_keeps_what_can_serve_and_removes_the_rest(lab):
         assert "prunetest3" in contexts and not {"prunetest1", "prunetest2"} & contexts
         assert running.split(":")[1] in contexts
 
-        rc, output = playbook("playbooks/prune.yml", "--limit", PAIR_B, "-e", "sparkfleet_prune_keep_others=1")
-        assert rc == 0 and re.search(r"spark-b1\s+: ok=\d+\s+changed=0", output), output[-1500:]
+        rc, output = playbook("playbooks/prune.yml", "--limit", PAIR_A, "-e", "sparkfleet_prune_keep_others=1")
+        assert rc == 0 and re.search(r"spark-a1\s+: ok=\d+\s+changed=0", output), output[-1500:]
     finally:
         for ref in old:
             docker_exec(host, "docker", "image", "rm", ref, check=False)
