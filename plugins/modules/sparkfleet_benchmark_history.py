@@ -17,6 +17,9 @@ description:
   - O(action=gate) is reference and record in one call, for the rollout's performance gate. The
     verdict on O(figures) is appended to the history with O(record). The pictures are redrawn
     only for a failed verdict or with O(draw); a rollout draws once at its end.
+  - With O(provisional), a failed gate verdict is returned but not recorded. The caller
+    confirms it with a second benchmark and records that one, so a transient stall does not
+    roll back a good configuration.
   - O(action=draw) redraws the pictures of every profile in the history, and report.md.
 options:
   directory: {description: Where the history, the PNGs and report.md live., type: path, required: true}
@@ -32,6 +35,7 @@ options:
   records: {description: Records to append (record)., type: list, elements: dict, default: []}
   record: {description: The benchmark's record, to which the gate adds its verdict (gate)., type: dict}
   draw: {description: Redraw the pictures after a passing gate too (gate)., type: bool, default: false}
+  provisional: {description: Return a failed gate verdict without recording it (gate)., type: bool, default: false}
   fleet: {description: Fleet name for the report's title., type: str, default: fleet}
 """
 
@@ -40,6 +44,7 @@ reference: {description: The reference figures and where they come from (or null
 passed: {description: Whether O(figures) reach O(share) of the reference., type: bool, returned: "action=reference with figures, action=gate"}
 verdict: {description: One line per gated figure, both figures named., type: list, returned: "action=reference with figures, action=gate"}
 pictures: {description: PNG paths written., type: list, returned: "action=record, gate or draw"}
+recorded: {description: Whether the gate's verdict was appended to the history., type: bool, returned: action=gate}
 report: {description: Path of report.md (empty when nothing was drawn)., type: str, returned: "action=record, gate or draw"}
 """
 
@@ -65,6 +70,7 @@ def main():
             records=dict(type="list", elements="dict", default=[]),
             record=dict(type="dict"),
             draw=dict(type="bool", default=False),
+            provisional=dict(type="bool", default=False),
             fleet=dict(type="str", default="fleet"),
         ),
         supports_check_mode=True,
@@ -88,7 +94,10 @@ def main():
             result["passed"], result["verdict"] = bench.gate(p["figures"], ref, p["share"], p["metrics"])
         if p["action"] == "reference":
             module.exit_json(**result)
+        if p["provisional"] and not result["passed"]:
+            module.exit_json(recorded=False, **result)
         record = dict(p["record"], kind="gate", passed=result["passed"], verdict=result["verdict"], reference=ref)
+        result["recorded"] = True
         result.update(keep(module, history_file, [record], draw=p["draw"] or not result["passed"]))
         module.exit_json(**result)
     if p["action"] == "draw":

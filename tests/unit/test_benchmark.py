@@ -61,6 +61,22 @@ def test_slow_decode_fault_is_seen_as_a_slower_pair(procs):  # noqa: F811
     assert not passed and "TOO SLOW" in lines[0] and "last known good" in lines[0]
 
 
+def test_stall_once_slows_only_the_first_concurrent_round(procs):  # noqa: F811
+    """The lab's transient stall: the first run's aggregate falls short, a second run's does not
+    (what the rollout's confirming run relies on); single requests never start it."""
+    port = free_port()
+    proc = procs.start("sim", single_node_args(port, "--max-num-seqs", "8"),
+                       env=sim_env(VLLM_SIM_TOKEN_DELAY="0.01", VLLM_SIM_FAULT="stall_once=1.5"))
+    wait_health(port, proc)
+    base_url = "http://127.0.0.1:%d" % port
+    first = _run(base_url, concurrency=8, output_len=40)
+    second = _run(base_url, concurrency=8, output_len=40)
+    assert 70 <= first["single_stream_tok_s"] and 70 <= second["single_stream_tok_s"], (first, second)
+    assert first["aggregate_tok_s"] < 0.6 * second["aggregate_tok_s"], (first, second)
+    assert bench.gate(first, {"figures": second, "source": "x"}, 0.9)[0] is False
+    assert bench.gate(second, {"figures": second, "source": "x"}, 0.9)[0] is True
+
+
 def test_the_load_ends_within_its_bound_and_cut_requests_count_as_failed(procs):  # noqa: F811
     base_url = _serve(procs, free_port(), VLLM_SIM_TOKEN_DELAY="0.05")
     started = time.monotonic()

@@ -21,11 +21,11 @@ def run(args):
     return out["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
-def gate(directory, single, aggregate):
+def gate(directory, single, aggregate, provisional=False):
     figures = {"single_stream_tok_s": single, "aggregate_tok_s": aggregate}
     return run({"directory": str(directory), "action": "gate", "pair": "a", "profile": "balanced",
                 "shape": SHAPE, "expected": {"single_stream_tok_s": 100, "aggregate_tok_s": 750},
-                "figures": figures, "share": 0.9,
+                "figures": figures, "share": 0.9, "provisional": provisional,
                 "record": {"pair": "a", "profile": "balanced", "target": "pair", "shape": SHAPE,
                            "figures": figures, "time": 1795000000, "image_id": "sha256:" + "ab" * 32}})
 
@@ -51,6 +51,21 @@ def test_a_failed_gate_draws_at_once_and_names_both_figures(tmp_path):
     assert "pair a's last known good" in result["reference"]["source"]
     assert any("58.5" in line and "97" in line and "TOO SLOW" in line for line in result["verdict"])
     assert (tmp_path / "balanced.png").stat().st_size > 0 and (tmp_path / "report.md").exists()
+    assert [r["passed"] for r in history(tmp_path)] == [True, False]
+
+
+def test_a_provisional_gate_records_a_pass_but_only_returns_a_failure(tmp_path):
+    """The rollout confirms a short first run that fell short with a second run: the first
+    failure is returned, not recorded, so it can neither become history nor draw."""
+    passed = gate(tmp_path, 97.0, 760.0, provisional=True)
+    assert passed["passed"] is True and passed["recorded"] is True and passed["changed"] is True
+    failed = gate(tmp_path, 97.0, 420.0, provisional=True)
+    assert failed["passed"] is False and failed["recorded"] is False and failed["changed"] is False
+    assert any("420" in line and "TOO SLOW" in line for line in failed["verdict"])
+    assert not (tmp_path / "balanced.png").exists()
+    assert [r["passed"] for r in history(tmp_path)] == [True]
+    confirmed = gate(tmp_path, 97.0, 430.0)
+    assert confirmed["passed"] is False and confirmed["recorded"] is True
     assert [r["passed"] for r in history(tmp_path)] == [True, False]
 
 

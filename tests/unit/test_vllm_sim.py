@@ -412,8 +412,10 @@ def test_textgen_known_answers_and_clean_output():
     assert CJK.search(gen("hi", faults={"garbled": True})[0])
     assert "<tool_call>" in gen("hi", faults={"tool_xml": True})[0]
     assert gen("hi", faults={"repeat": True}, max_tokens=50)[1] == "length"
-    assert parse_faults("garbled,crash_after=3,slow_start=1.5") == {
-        "garbled": True, "crash_after": 3, "slow_start": 1.5}
+    assert parse_faults("garbled,crash_after=3,slow_start=1.5,stall_once=2") == {
+        "garbled": True, "crash_after": 3, "slow_start": 1.5, "stall_once": 2.0}
+    with pytest.raises(ValueError, match="stall_once=0 must be seconds above 0"):
+        parse_faults("stall_once=0")
 
 
 # --------------------------------------------------------------------------- servers

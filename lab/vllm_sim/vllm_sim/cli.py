@@ -16,7 +16,7 @@ from . import fingerprint
 from . import log
 from . import serve_args
 
-KNOWN_FAULTS = ("garbled", "repeat", "tool_xml", "crash_after", "slow_start", "slow_decode", "fail_start")
+KNOWN_FAULTS = ("garbled", "repeat", "tool_xml", "crash_after", "slow_start", "slow_decode", "stall_once", "fail_start")
 
 
 class SimExit(Exception):
@@ -112,6 +112,10 @@ def parse_faults(value):
             faults[name] = float(arg)
             if faults[name] <= 0:
                 raise ValueError(f"VLLM_SIM_FAULT slow_decode={arg} must be a factor above 0")
+        elif name == "stall_once":
+            faults[name] = float(arg)
+            if faults[name] <= 0:
+                raise ValueError(f"VLLM_SIM_FAULT stall_once={arg} must be seconds above 0")
         else:
             faults[name] = True
     return faults

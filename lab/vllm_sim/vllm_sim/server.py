@@ -24,6 +24,7 @@ KV_SLOPE_FP8 = (612341 - 360858) / 0.05
 KV_DTYPE_FACTOR = {"fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0,
                    "nvfp4_ds_mla": 3_200_000 / KV_BASE_FP8, "auto": 0.5, "bfloat16": 0.5, "float16": 0.5}
 KV_BYTES_PER_FP8_TOKEN = 28672
+STALL_AT_RUNNING = 6
 
 E2E_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
                60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
@@ -87,6 +88,12 @@ class Engine:
         # slow_decode=F: every token takes F times as long (a configuration
         # that answers correctly but slower, for the performance gate).
         self.token_delay = env_float("VLLM_SIM_TOKEN_DELAY", 0.01) * float(faults.get("slow_decode", 1.0))
+        # stall_once=S: the first time STALL_AT_RUNNING requests run at once
+        # (a benchmark's concurrent round, more than the health gate's 4
+        # requests), tokens take 3x as long for S seconds: a transient stall
+        # that a second benchmark run no longer sees.
+        self.stall_s = float(faults.get("stall_once", 0.0))
+        self.stall_until = None
         spec = args.speculative_config
         self.spec_k = int(spec.get("num_speculative_tokens", 1)) if spec else 0
         self.spec_accept = env_float("VLLM_SIM_SPEC_ACCEPT", 0.73)
@@ -107,6 +114,14 @@ class Engine:
             self.waiting -= 1
             self.running += 1
             self.inflight_tokens += prompt_tokens
+            if self.stall_s and self.stall_until is None and self.running >= STALL_AT_RUNNING:
+                self.stall_until = time.monotonic() + self.stall_s
+
+    def token_pause(self):
+        """Seconds the next token takes (3x inside the stall_once window)."""
+        if self.stall_until is not None and time.monotonic() < self.stall_until:
+            return self.token_delay * 3
+        return self.token_delay
 
     def progress(self, n=1):
         with self.lock:
@@ -549,13 +564,13 @@ class App:
                     if chat:
                         emit(chunk(i, {"role": "assistant", "content": ""}))
                         for j, t in enumerate(reasoning or []):
-                            time.sleep(engine.token_delay)
+                            time.sleep(engine.token_pause())
                             ttft = ttft if ttft is not None else time.monotonic() - t0
                             gen += 1
                             engine.progress()
                             emit(chunk(i, {"reasoning_content": t.lstrip() if j == 0 else t}))
                     for j, t in enumerate(toks):
-                        time.sleep(engine.token_delay)
+                        time.sleep(engine.token_pause())
                         ttft = ttft if ttft is not None else time.monotonic() - t0
                         gen += 1
                         engine.progress()
