@@ -36,6 +36,21 @@ def docker_exec(container, *cmd, check=True):
     return subprocess.run(["docker", "exec", container] + list(cmd), capture_output=True, text=True, check=check)
 
 
+def image_id(node, ref):
+    """The image ID a lab node holds for ref, or "" when it holds none."""
+    return docker_exec(node["ansible_host"], "docker", "image", "inspect", "--format", "{{.Id}}", ref,
+                       check=False).stdout.strip()
+
+
+def copy_image(ref, source, target):
+    """docker save on one lab node piped into docker load on another: the same image ID on both."""
+    save = subprocess.Popen(["docker", "exec", source["ansible_host"], "docker", "save", ref], stdout=subprocess.PIPE)
+    subprocess.run(["docker", "exec", "-i", target["ansible_host"], "docker", "load", "-q"],
+                   stdin=save.stdout, check=True, capture_output=True)
+    save.stdout.close()
+    assert save.wait() == 0
+
+
 def unit_of(node):
     return "sparkfleet-vllm-%s" % node["sparkfleet_node_role"]
 

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, PLAYBOOK, api_key, chat, docker_exec, main_pid, playbook
+from conftest import ROOT, PLAYBOOK, api_key, chat, copy_image, docker_exec, image_id, main_pid, playbook
 from loadgen import LoadGenerator
 
 # Every run appends its figures here; scripts/fleet-figures prints how they grow with the pairs.
@@ -57,11 +57,6 @@ def _stamp(task, edge):
     return time.mktime(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + (text[20:26] or "0"))
 
 
-def _image_id(node, ref):
-    out = docker_exec(node["ansible_host"], "docker", "image", "inspect", "--format", "{{.Id}}", ref, check=False)
-    return out.stdout.strip()
-
-
 def test_one_build_reaches_every_node_with_one_image_id(lab):
     nodes = [node for pair in sorted(lab) for node in (lab[pair]["head"], lab[pair]["worker"])]
     heads = [lab[pair]["head"]["name"] for pair in sorted(lab)]
@@ -75,7 +70,7 @@ def test_one_build_reaches_every_node_with_one_image_id(lab):
         ref = _tasks(plays, "Render the Dockerfile")[0][1][builder]["ansible_facts"]["spark_image_serving_ref"]
         # One build, on the first head; every node ends with its image ID.
         assert _ran_on(plays, "Build the serving image (in the background") == [builder]
-        ids = {node["name"]: _image_id(node, ref) for node in nodes}
+        ids = {node["name"]: image_id(node, ref) for node in nodes}
         assert len(set(ids.values())) == 1 and ids[builder].startswith("sha256:"), ids
         # Heads receive from heads in rounds that double the holders, workers from their head.
         rounds = _tasks(plays, "Serve the image to this round's receiver")
@@ -112,13 +107,9 @@ def test_one_build_reaches_every_node_with_one_image_id(lab):
         stream = alone[0]
         docker_exec(worker["ansible_host"], "docker", "image", "rm", ref)
         started = time.monotonic()
-        save = subprocess.Popen(["docker", "exec", head["ansible_host"], "docker", "save", ref], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "exec", "-i", worker["ansible_host"], "docker", "load", "-q"],
-                       stdin=save.stdout, check=True, capture_output=True)
-        save.stdout.close()
-        assert save.wait() == 0
+        copy_image(ref, head, worker)
         save_load_s = time.monotonic() - started
-        assert _image_id(worker, ref) == ids[builder]
+        assert image_id(worker, ref) == ids[builder]
         figures = {
             "pairs": len(lab), "heads": len(heads), "fanout_rounds": len(rounds),
             "image_mib": round(stream["wire_bytes"] / 2 ** 20, 1),
@@ -137,7 +128,7 @@ def test_one_build_reaches_every_node_with_one_image_id(lab):
         if ref:
             for node in nodes:
                 docker_exec(node["ansible_host"], "docker", "image", "rm", ref, check=False)
-            assert all(not _image_id(node, ref) for node in by_name.values())
+            assert all(not image_id(node, ref) for node in by_name.values())
 
 
 REPORT = re.compile(r"pair (\w+) rolled and gated in ([\d.]+) s: engine start and health gate ([\d.]+) s, "

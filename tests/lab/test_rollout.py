@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import chat, docker_exec, main_pid, playbook
+from conftest import chat, copy_image, docker_exec, image_id, main_pid, playbook
 
 # Rollbacks judged by what serves afterwards, without load: nothing here is timed.
 pytestmark = pytest.mark.untimed
@@ -45,19 +45,6 @@ def _build_on(node, tag, dockerfile):
                    input=dockerfile, text=True, check=True, capture_output=True)
 
 
-def _image_id(node, ref):
-    return docker_exec(node["ansible_host"], "docker", "image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
-
-
-def _copy_image(ref, source, target):
-    """docker save on one lab node piped into docker load on another: the same image ID on both."""
-    save = subprocess.Popen(["docker", "exec", source["ansible_host"], "docker", "save", ref], stdout=subprocess.PIPE)
-    subprocess.run(["docker", "exec", "-i", target["ansible_host"], "docker", "load", "-q"],
-                   stdin=save.stdout, check=True, capture_output=True)
-    save.stdout.close()
-    assert save.wait() == 0
-
-
 def _prebuilt_rollout(ref, timeout_s):
     return playbook("playbooks/rolling_restart.yml", "-e",
                     json.dumps({"spark_health_startup_timeout": timeout_s, "sparkfleet_image_build": False,
@@ -72,7 +59,8 @@ def test_prebuilt_tag_that_can_hold_different_bits_is_refused_before_anything(la
     ref = "sparkfleet/vllm-sim:stale-tag"
     for role, node in lab["a"].items():
         _build_on(node, ref, "FROM sparkfleet/vllm-sim:latest\nLABEL sparkfleet.test.built-on=%s\n" % role)
-    assert _image_id(lab["a"]["head"], ref) != _image_id(lab["a"]["worker"], ref)
+    head_id, worker_id = image_id(lab["a"]["head"], ref), image_id(lab["a"]["worker"], ref)
+    assert head_id and worker_id and head_id != worker_id
     rc, output = _prebuilt_rollout(ref, 45)
     assert rc != 0
     assert ("sparkfleet_image_ref is '%s'; a tag can name different bits on the two nodes of a pair" % ref
@@ -90,14 +78,14 @@ def test_new_image_that_fails_to_start_is_rolled_back(lab, endpoint):
     _build_on(lab["a"]["head"], ref, "FROM sparkfleet/vllm-sim:latest\nENV VLLM_SIM_FAULT=fail_start\n")
     nodes = [lab["a"]["worker"], lab["b"]["head"], lab["b"]["worker"]]
     for node in nodes:
-        _copy_image(ref, lab["a"]["head"], node)
-    image_id = _image_id(lab["a"]["head"], ref)
-    assert all(_image_id(node, ref) == image_id for node in nodes)
+        copy_image(ref, lab["a"]["head"], node)
+    broken_id = image_id(lab["a"]["head"], ref)
+    assert broken_id and all(image_id(node, ref) == broken_id for node in nodes)
     # Pinned by image ID: the same bits wherever that ID is found.
-    rc, output = _prebuilt_rollout(image_id, 45)
+    rc, output = _prebuilt_rollout(broken_id, 45)
     assert rc != 0
     _rolled_back(lab, output, "health")
     launch = json.loads(docker_exec(lab["a"]["head"]["ansible_host"], "cat",
                                     "/etc/sparkfleet/sparkfleet-vllm-head.json").stdout)
-    assert launch["image_id"] != image_id
+    assert launch["image_id"] != broken_id
     assert {role: main_pid(node) for role, node in lab["b"].items()} == untouched

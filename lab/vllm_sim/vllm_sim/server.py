@@ -509,7 +509,7 @@ class App:
                 ntok = sum(len(t) for t, _ in results) + (len(reasoning) if reasoning else 0)
                 # Decode time, watching the client: vLLM aborts a request whose
                 # client went away instead of finishing it for nobody.
-                done_at = t0 + engine.token_delay * max(1, ntok)
+                done_at = t0 + engine.token_pause() * max(1, ntok)
                 while time.monotonic() < done_at:
                     if _client_gone(h.connection):
                         raise ConnectionResetError("client disconnected")
