@@ -46,9 +46,15 @@ def sparkfleet_fabric_pair_problems(links, pair, head, worker, expected_mtu, pin
                                 dict(ping) if ping else None)
 
 
-def sparkfleet_fabric_nccl_problems(doc, pair, head, worker, floor_gbps):
+def sparkfleet_fabric_nccl_problems(doc, pair, head, worker, floor_gbps, hcas=None):
     """Problems of one pair's NCCL all-reduce result; [] when above the floor."""
-    return fabric.nccl_problems(str(pair), str(head), str(worker), dict(doc or {}), floor_gbps)
+    return _wrap(fabric.nccl_problems, str(pair), str(head), str(worker), dict(doc or {}), floor_gbps,
+                 dict(hcas) if hcas else None)
+
+
+def sparkfleet_fabric_nccl_floor(per_path_gbps, nodes_hcas):
+    """The pair's all-reduce floor, Gb/s: per-path floor x the most HCAs a node of the pair gives NCCL (min 100)."""
+    return _wrap(fabric.nccl_floor, per_path_gbps, nodes_hcas)
 
 
 def sparkfleet_fabric_nccl_result(output):
@@ -67,5 +73,6 @@ class FilterModule:
             "sparkfleet_fabric_ping_stats": sparkfleet_fabric_ping_stats,
             "sparkfleet_fabric_pair_problems": sparkfleet_fabric_pair_problems,
             "sparkfleet_fabric_nccl_problems": sparkfleet_fabric_nccl_problems,
+            "sparkfleet_fabric_nccl_floor": sparkfleet_fabric_nccl_floor,
             "sparkfleet_fabric_nccl_result": sparkfleet_fabric_nccl_result,
         }

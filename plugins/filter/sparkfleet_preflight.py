@@ -102,7 +102,8 @@ class _HostVars(Mapping):
 
 
 def sparkfleet_preflight(hostvars, groups):
-    """Problems of the fleet in groups sparkfleet_nodes and sparkfleet_endpoint; [] when consistent.
+    """Problems of the fleet in groups sparkfleet_nodes and sparkfleet_endpoint, and of the
+    controller (localhost); [] when consistent.
 
     Reads only the values the checks need from ``hostvars`` (each read
     templates that one variable); the unknown-variable check looks at names
@@ -113,7 +114,11 @@ def sparkfleet_preflight(hostvars, groups):
     endpoints = list(groups.get(ENDPOINT_GROUP) or [])
     # hostvars[h] is a lazy mapping: keys() does not template, [key] templates one value.
     fleet = {host: _HostVars(hostvars[host]) for host in dict.fromkeys(nodes + endpoints)}
-    return preflight.problems(fleet, nodes, endpoints, preflight.known_variables(ROOT), _endpoint_defaults())
+    # Ansible's implicit localhost is not among hostvars' keys, yet
+    # hostvars['localhost'] holds its variables (group all's included).
+    controller = _HostVars(hostvars[preflight.CONTROLLER]) if preflight.CONTROLLER in hostvars else None
+    return preflight.problems(fleet, nodes, endpoints, preflight.known_variables(ROOT), _endpoint_defaults(),
+                              controller)
 
 
 class FilterModule:

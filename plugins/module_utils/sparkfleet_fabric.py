@@ -6,7 +6,9 @@
 * ``link_files``: the link configuration for the host's network manager
   (netplan YAML on DGX OS, systemd-networkd files elsewhere);
 * ``pair_problems`` / ``nccl_problems``: what the fabric check found wrong on a
-  pair, as sentences naming the pair, the hosts and the numbers.
+  pair, as sentences naming the pair, the hosts and the numbers;
+* ``nccl_floor``: the all-reduce floor of a pair from the RoCE paths (HCAs)
+  its nodes give NCCL.
 
 No Ansible imports: used by plugins/filter/sparkfleet_fabric.py and unit tests.
 """
@@ -90,6 +92,10 @@ def env_pairs(node):
 
     ``node``: host, interface, address, hca (str/list/None), gid_index, debug,
     extra (dict). Keys are emitted in a fixed order, extra ones sorted after.
+    At debug INFO, ``NCCL_DEBUG_SUBSYS=INIT,NET`` follows ``NCCL_DEBUG``: the
+    journal then says which network NCCL picked (``NET/IB : Using ...``,
+    ``Using network IB|Socket``) without the per-collective noise of the other
+    subsystems; ``extra`` may set NCCL_DEBUG_SUBSYS itself instead.
     """
     host = _host(node)
     iface = check_interface_name(host, node.get("interface"))
@@ -120,8 +126,10 @@ def env_pairs(node):
         ("NCCL_DEBUG", debug),
         ("VLLM_HOST_IP", ip),
     ]
-    fixed = {k for k, _ in pairs}
     extra = dict(node.get("extra") or {})
+    if debug == "INFO" and "NCCL_DEBUG_SUBSYS" not in extra:
+        pairs.insert(len(pairs) - 1, ("NCCL_DEBUG_SUBSYS", "INIT,NET"))
+    fixed = {k for k, _ in pairs}
     for key in sorted(extra):
         if not ENV_KEY_RE.match(str(key)):
             raise FabricConfigError("%s: spark_fabric_env_extra key %r is not a valid variable name" % (host, key))
@@ -293,19 +301,65 @@ NCCL_CAUSES = (
     "MTU not 9000 end to end (the RoCE path MTU falls to 1024 or 4096)",
     "memlock not unlimited in the container (--ulimit memlock=-1:-1; else ibv_reg_mr fails or slows)",
     "the wrong HCA or port in NCCL_IB_HCA (the cable is on the other port)",
+    "only one of the port's two Socket Direct HCAs in NCCL_IB_HCA (a Spark port is two ~100 Gb/s PCIe paths, "
+    "e.g. NCCL_IB_HCA=rocep1s0f1,roceP2p1s0f1; a twin that is down is left out and reported by discovery)",
 )
 
+# Never below this without an explicit floor: untuned TCP reaches ~96 Gb/s, so
+# a lower floor would pass a sockets fallback. It is also the floor of a
+# single path (today's figure), where bandwidth alone cannot tell RoCE
+# (tops out near 100 Gb/s) from sockets.
+NCCL_FLOOR_MIN_GBPS = 100.0
 
-def nccl_problems(pair, head, worker, doc, floor_gbps):
-    """Sentences for an all-reduce result below the floor (or missing); [] when fine."""
+
+def nccl_paths(nodes_hcas):
+    """RoCE paths (HCAs) NCCL gets on a pair: the largest count among its nodes, at least 1.
+
+    ``nodes_hcas``: one entry per node, each ``a,b`` or [a, b] or empty; a
+    plain string is one node's entry. The pair is held to what its
+    better-equipped node was given, so a node whose twin went missing fails the
+    floor instead of lowering it.
+    """
+    if nodes_hcas is None or isinstance(nodes_hcas, str):
+        nodes_hcas = [nodes_hcas]
+    return max([len(hca_list("", entry if entry is not None else "")) for entry in nodes_hcas] + [1])
+
+
+def nccl_floor(per_path_gbps, nodes_hcas, minimum=NCCL_FLOOR_MIN_GBPS):
+    """The pair's all-reduce floor in Gb/s: per-path floor x paths, never below ``minimum``.
+
+    With a Spark port's two Socket Direct paths, 2 x 75 = 150 Gb/s sits above
+    what one path (~100) or untuned TCP (~96) reaches, so the check catches a
+    pair running on half its link; with one path it stays at ``minimum``.
+    """
+    try:
+        per_path = float(per_path_gbps)
+    except (TypeError, ValueError):
+        raise FabricConfigError("spark_fabric_nccl_min_busbw_gbps_per_path %r is not a number"
+                                % (per_path_gbps,)) from None
+    if per_path <= 0:
+        raise FabricConfigError("spark_fabric_nccl_min_busbw_gbps_per_path %r must be above 0" % (per_path_gbps,))
+    return max(per_path * nccl_paths(nodes_hcas), float(minimum))
+
+
+def nccl_problems(pair, head, worker, doc, floor_gbps, hcas=None):
+    """Sentences for an all-reduce result below the floor (or missing); [] when fine.
+
+    ``hcas``: optional {host: NCCL_IB_HCA of that node}, quoted in the sentence
+    so a node running on one of its port's two paths shows at a glance.
+    """
     if not doc or not doc.get("results"):
         return ["pair %s: the NCCL all-reduce between %s and %s produced no result" % (pair, head, worker)]
     peak = float(doc.get("peak_busbw_gbps", 0.0))
     if peak >= float(floor_gbps):
         return []
+    used = ""
+    if hcas:
+        used = " (NCCL_IB_HCA %s)" % ", ".join("%s=%s" % (host, ",".join(hca_list(host, hcas.get(host))) or "unset")
+                                              for host in (head, worker))
     return ["pair %s: NCCL all-reduce %s <-> %s peaked at %.1f Gb/s bus bandwidth (%.2f GB/s), below the floor "
-            "of %.1f Gb/s; likely causes: %s" % (pair, head, worker, peak, float(doc.get("peak_busbw_GBps", 0.0)),
-                                                 float(floor_gbps), "; ".join(NCCL_CAUSES))]
+            "of %.1f Gb/s%s; likely causes: %s" % (pair, head, worker, peak, float(doc.get("peak_busbw_GBps", 0.0)),
+                                                   float(floor_gbps), used, "; ".join(NCCL_CAUSES))]
 
 
 NCCL_JSON_KEY = "sparkfleet_nccl_check"

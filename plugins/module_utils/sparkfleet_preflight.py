@@ -47,6 +47,9 @@ ENDPOINT_PORTS = ("fleet_endpoint_port", "fleet_endpoint_stats_port")
 DIGEST_RE = re.compile(r"^([^@\s]+@)?sha256:[0-9a-f]{64}$")
 DIGEST_FORM = "name@sha256:<64 hex digits> (or a local image ID, sha256:<64 hex digits>)"
 
+# The host controller-side tasks run on (hosts: localhost, delegate_to: localhost).
+CONTROLLER = "localhost"
+
 _MISSING = object()
 
 
@@ -159,14 +162,17 @@ def _check_topology(fleet, nodes, report):
 
 
 def _check_profile(head, report):
-    """The head's composed profile must use exactly the pair's GPUs."""
+    """The head's composed profile must use exactly the pair's GPUs.
+
+    Returns (name, composed profile) when the profile could be composed, else None.
+    """
     defaults = head.get("sparkfleet_profile_defaults", {})
     profiles = head.get("sparkfleet_profiles", {})
     name = head.get("sparkfleet_profile", _MISSING)
     overrides = head.get("sparkfleet_profile_overrides", {})
     gpus = head.get("sparkfleet_gpus_per_node", 1)
     if any(isinstance(v, _Unresolved) for v in (defaults, profiles, name, overrides, gpus)):
-        return
+        return None
     gpus_per_node = _as_int(gpus)
     if gpus_per_node is None or gpus_per_node < 1:
         report.add(head.name, "sparkfleet_gpus_per_node is %s; must be an integer of at least 1 "
@@ -175,17 +181,17 @@ def _check_profile(head, report):
     if not isinstance(profiles, dict):
         report.add(head.name, "sparkfleet_profiles is %s; must be a mapping of profile name to settings"
                               % _show(profiles))
-        return
+        return None
     if name is _MISSING or name is None or str(name) not in profiles:
         report.add(head.name, "sparkfleet_profile is %s; known profiles: %s"
                               % (_show(name), ", ".join(sorted(map(str, profiles)))))
-        return
+        return None
     name = str(name)
     for setting, value in (("sparkfleet_profile_defaults", defaults), ("sparkfleet_profiles." + name, profiles[name]),
                            ("sparkfleet_profile_overrides", overrides)):
         if value is not None and not isinstance(value, dict):
             report.add(head.name, "%s is %s; must be a mapping of profile settings" % (setting, _show(value)))
-            return
+            return None
     profile = combine(combine(defaults or {}, profiles[name] or {}), overrides or {})
     tp_raw, pp_raw = profile.get("tensor_parallel_size", _MISSING), profile.get("pipeline_parallel_size", 1)
     tp, pp = _as_int(tp_raw), _as_int(pp_raw)
@@ -194,12 +200,46 @@ def _check_profile(head, report):
             report.add(head.name, "%s of profile %s is %s; must be an integer of at least 1"
                                   % (setting, name, _show(raw)))
     if tp is None or pp is None or tp < 1 or pp < 1 or gpus_per_node is None:
-        return
+        return name, profile
     gpus_per_pair = NODES_PER_PAIR * gpus_per_node
     if tp * pp != gpus_per_pair:
         report.add(head.name, "tensor_parallel_size × pipeline_parallel_size of profile %s is %d × %d = %d; "
                               "must equal the pair's GPUs, %d nodes × sparkfleet_gpus_per_node %d = %d"
                               % (name, tp, pp, tp * pp, NODES_PER_PAIR, gpus_per_node, gpus_per_pair))
+    return name, profile
+
+
+def _check_checkpoint(name, profile, members, report):
+    """A profile that needs one checkpoint (its ``checkpoint``) runs only on a
+    pair that serves it: vLLM loads the pair's own sparkfleet_model_dir, mounted,
+    offline, and spark_model fetches sparkfleet_model into it. Nothing else
+    would bring the profile's checkpoint to the pair."""
+    checkpoint = profile.get("checkpoint")
+    if not isinstance(checkpoint, str) or not checkpoint.strip():
+        return  # none needed; a bad type is the profile spec's to report
+    for member in members:
+        model = member.get("sparkfleet_model", _MISSING)
+        if isinstance(model, _Unresolved) or model == checkpoint:
+            continue
+        report.add(member.name, "sparkfleet_model is %s, but profile %s needs the checkpoint '%s'; set "
+                                "sparkfleet_model: %s and a sparkfleet_model_dir for it on each pair that runs it "
+                                "(group or host vars of its head and its worker)"
+                   % (_show(model), name, checkpoint, checkpoint))
+
+
+def _check_controller(controller, report):
+    """The controller (Ansible's localhost) must not become: every task on or
+    delegated to it would run through sudo, and fail on a workstation without
+    passwordless sudo. The implicit localhost takes the vars of group all."""
+    if controller is None:
+        return
+    become = controller.get("ansible_become", False)
+    if isinstance(become, _Unresolved) or not _as_bool(become):
+        return
+    report.add(controller.name, "ansible_become is %s; the controller must not become (every task on or "
+                                "delegated to localhost would run through sudo): scope ansible_become to the "
+                                "sparkfleet_nodes and sparkfleet_endpoint groups (their vars:, not all: vars or -e)"
+               % _show(become))
 
 
 def _check_ports(host, settings, defaults, report):
@@ -300,16 +340,19 @@ def _check_names(host, known, report):
             else "known variables are in group_vars/all/ and roles/*/meta/argument_specs.yml"))
 
 
-def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None):
+def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controller=None):
     """Every problem of the fleet, one line each; [] when the fleet is consistent.
 
     ``hostvars`` maps each host of ``nodes`` (group sparkfleet_nodes) and
     ``endpoints`` (group sparkfleet_endpoint) to a mapping of its variables;
     ``known`` is the set of variable names sparkfleet knows
     (``known_variables``); ``endpoint_defaults`` the fleet_endpoint role's
-    port defaults.
+    port defaults; ``controller`` the variables of the host Ansible runs
+    controller-side tasks on (``localhost``, implicit or not), when known.
     """
     report = _Report()
+    # The controller first: a run that cannot even start its local steps.
+    _check_controller(None if controller is None else _Host(CONTROLLER, controller, report), report)
     defaults = dict(ENDPOINT_PORT_DEFAULTS)
     defaults.update(endpoint_defaults or {})
     nodes, endpoints = list(nodes or []), list(endpoints or [])
@@ -324,18 +367,22 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None):
     _check_topology(fleet, nodes, report)
 
     roles = {name: fleet[name].get("sparkfleet_node_role", None) for name in nodes}
-    heads = {}
+    heads, workers = {}, {}
     for name in nodes:
         pair = fleet[name].get("sparkfleet_pair", None)
-        if roles[name] == "head" and not isinstance(pair, _Unresolved) and pair not in (None, ""):
-            heads.setdefault(str(pair), []).append(name)
+        if roles[name] in ("head", "worker") and not isinstance(pair, _Unresolved) and pair not in (None, ""):
+            (heads if roles[name] == "head" else workers).setdefault(str(pair), []).append(name)
 
     for name in nodes:
         host = fleet[name]
         if roles[name] == "head":
-            _check_profile(host, report)
-            if len(heads.get(str(host.get("sparkfleet_pair", None)), [])) == 1:
+            composed = _check_profile(host, report)
+            pair = str(host.get("sparkfleet_pair", None))
+            if len(heads.get(pair, [])) == 1:
                 _check_stop_bounds(host, report)
+                if composed is not None:
+                    _check_checkpoint(composed[0], composed[1],
+                                      [host] + [fleet[worker] for worker in workers.get(pair, [])], report)
         _check_model_dir(host, report)
         _check_image(host, report)
 

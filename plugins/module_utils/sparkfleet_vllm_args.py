@@ -536,7 +536,12 @@ def load_fingerprint(path):
 # Checked on the controller before any host is touched.
 PROFILE_SPEC = {
     "description": {"type": str},
-    "model": {"type": str},
+    # The hub repository the profile needs (owner/name), when it needs one
+    # checkpoint in particular. It is never put on the command line: vLLM
+    # always serves the pair's own checkpoint from its local mount (offline).
+    # Preflight refuses a pair whose sparkfleet_model is another one.
+    "checkpoint": {"type": str, "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$",
+                   "form": "a hub repository ID, owner/name (the pair's sparkfleet_model must name it)"},
     "tensor_parallel_size": {"type": int, "min": 1, "max": 8},
     "pipeline_parallel_size": {"type": int, "min": 1, "max": 8},
     "max_model_len": {"type": int, "min": 1024, "max": 1048576},
@@ -576,6 +581,16 @@ PROFILE_SPEC = {
     "expected_single_stream_tok_s": {"type": float, "min": 0.0, "max": 100000.0},
     "expected_aggregate_tok_s": {"type": float, "min": 0.0, "max": 1000000.0},
 }
+# Keys a profile may not carry, with the reason and what to write instead.
+PROFILE_REFUSED = {
+    # The model argument is always the pair's checkpoint at its local mount,
+    # /models/<basename of sparkfleet_model_dir>, loaded with HF_HUB_OFFLINE=1.
+    # A hub ID there cannot start offline, and a path there duplicates the
+    # mount (derived per host from sparkfleet_model_dir) and drifts from it.
+    "model": ("is not a profile setting: vLLM always serves the pair's checkpoint from its local mount "
+              "(/models/<basename of sparkfleet_model_dir>, offline); name the hub repository the profile "
+              "needs in checkpoint: and set sparkfleet_model and sparkfleet_model_dir on the pair"),
+}
 JSON_FLAG_NAMES = frozenset(flag for _, flag in JSON_FLAGS) | {
     "--override-generation-config", "--hf-overrides", "--kv-transfer-config", "-cc", "-sc"}
 
@@ -587,6 +602,9 @@ def profile_errors(name, profile):
         rule = PROFILE_SPEC.get(key)
         value = profile[key]
         where = "profile %s: %s" % (name, key)
+        if key in PROFILE_REFUSED:
+            errors.append("%s %s" % (where, PROFILE_REFUSED[key]))
+            continue
         if rule is None:
             errors.append("%s is not a profile setting (known: %s)" % (where, ", ".join(sorted(PROFILE_SPEC))))
             continue
@@ -598,6 +616,8 @@ def profile_errors(name, profile):
         if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
             errors.append("%s must be %s, got %r" % (where, kind.__name__, profile[key]))
             continue
+        if "pattern" in rule and not re.fullmatch(rule["pattern"], value):
+            errors.append("%s is %r; must be %s" % (where, value, rule["form"]))
         if "choices" in rule and value not in rule["choices"]:
             errors.append("%s is %r; allowed: %s" % (where, value, ", ".join(map(str, rule["choices"]))))
         if "min" in rule and value < rule["min"]:

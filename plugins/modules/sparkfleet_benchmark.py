@@ -57,11 +57,19 @@ from ansible.module_utils import sparkfleet_benchmark as bench
 from ansible.module_utils.sparkfleet_job_progress import ProgressFile
 
 
+# The benchmark's containers run without GPUs, like the other one-off checks
+# of the image (spark_service_check_env): vLLM's CLI needs a platform to build
+# its parser and otherwise exits 1 with "Failed to infer device type", so the
+# probe would always fail and the client would always be the fallback.
+CHECK_ENV = ("-e", "VLLM_TARGET_DEVICE=cpu")
+
+
 def image_has_vllm_bench(image):
     if not image or not shutil.which("docker"):
         return False
-    probe = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "vllm", image,
-                            "bench", "serve", "--help"], capture_output=True, text=True, timeout=300)
+    probe = subprocess.run(["docker", "run", "--rm", "--network", "none"] + list(CHECK_ENV)
+                           + ["--entrypoint", "vllm", image, "bench", "serve", "--help"],
+                           capture_output=True, text=True, timeout=300)
     return probe.returncode == 0
 
 
@@ -78,7 +86,7 @@ def run_vllm_bench(p, deadline, progress):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RuntimeError("the bound of %d s was reached before the %s phase" % (p["max_seconds"], name))
-            argv = ["docker", "run", "--rm", "--network", "host", "-e", "OPENAI_API_KEY",
+            argv = ["docker", "run", "--rm", "--network", "host", "-e", "OPENAI_API_KEY"] + list(CHECK_ENV) + [
                     "-v", "%s:/sparkfleet-bench" % out, "-v", "%s:/model:ro" % p["tokenizer_dir"],
                     "--entrypoint", "vllm", p["image"]] + bench.vllm_bench_command(
                         p["base_url"], p["served_model_name"], "/model", p["input_len"], p["output_len"],

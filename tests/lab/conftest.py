@@ -28,8 +28,16 @@ def lab():
     nodes = inventory["all"]["children"]["sparkfleet_nodes"]["hosts"]
     pairs = {}
     for name, hv in nodes.items():
-        pairs.setdefault(hv["sparkfleet_pair"], {})[hv["sparkfleet_node_role"]] = dict(hv, name=name)
+        # ansible_host is the node's management IP, as in inventory/example;
+        # the tests reach inside a node through its container.
+        pairs.setdefault(hv["sparkfleet_pair"], {})[hv["sparkfleet_node_role"]] = dict(
+            hv, name=name, container=container_of(name))
     return pairs
+
+
+def container_of(host):
+    """The lab container of an inventory host (lab/sparkfleet_lab_lib.py container_name)."""
+    return "sparkfleet-lab-" + host
 
 
 def docker_exec(container, *cmd, check=True):
@@ -38,14 +46,14 @@ def docker_exec(container, *cmd, check=True):
 
 def image_id(node, ref):
     """The image ID a lab node holds for ref, or "" when it holds none."""
-    return docker_exec(node["ansible_host"], "docker", "image", "inspect", "--format", "{{.Id}}", ref,
+    return docker_exec(node["container"], "docker", "image", "inspect", "--format", "{{.Id}}", ref,
                        check=False).stdout.strip()
 
 
 def copy_image(ref, source, target):
     """docker save on one lab node piped into docker load on another: the same image ID on both."""
-    save = subprocess.Popen(["docker", "exec", source["ansible_host"], "docker", "save", ref], stdout=subprocess.PIPE)
-    subprocess.run(["docker", "exec", "-i", target["ansible_host"], "docker", "load", "-q"],
+    save = subprocess.Popen(["docker", "exec", source["container"], "docker", "save", ref], stdout=subprocess.PIPE)
+    subprocess.run(["docker", "exec", "-i", target["container"], "docker", "load", "-q"],
                    stdin=save.stdout, check=True, capture_output=True)
     save.stdout.close()
     assert save.wait() == 0
@@ -56,7 +64,7 @@ def unit_of(node):
 
 
 def main_pid(node):
-    out = docker_exec(node["ansible_host"], "systemctl", "show", "-p", "MainPID", "--value", unit_of(node)).stdout
+    out = docker_exec(node["container"], "systemctl", "show", "-p", "MainPID", "--value", unit_of(node)).stdout
     return int(out.strip() or 0)
 
 
@@ -113,4 +121,4 @@ def endpoint():
     hosts = inventory["all"]["children"].get("sparkfleet_endpoint", {}).get("hosts", {})
     if not hosts:
         pytest.fail("the lab has no endpoint host")
-    return next(iter(hosts.values()))["sparkfleet_mgmt_address"]
+    return next(iter(hosts.values()))["ansible_host"]

@@ -18,7 +18,7 @@ HOLDER = ("import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOC
 
 def test_doctor_names_a_held_master_port_and_keeps_secrets_out(lab, tmp_path):
     head, worker = lab["a"]["head"], lab["a"]["worker"]
-    host = head["ansible_host"]
+    host = head["container"]
     docker_exec(host, "systemctl", "stop", "sparkfleet-vllm-head")
     subprocess.run(["docker", "exec", "--detach", host, "python3", "-c", HOLDER], check=True)
     try:
@@ -37,10 +37,10 @@ def test_doctor_names_a_held_master_port_and_keeps_secrets_out(lab, tmp_path):
         docker_exec(host, "pkill", "-f", "s.bind..'0.0.0.0', 29501", check=False)
         # Both ranks failed fast while the port was held: systemd's start limit may have stopped their restarts.
         docker_exec(host, "systemctl", "reset-failed", "sparkfleet-vllm-head", check=False)
-        docker_exec(worker["ansible_host"], "systemctl", "reset-failed", "sparkfleet-vllm-worker", check=False)
-        docker_exec(worker["ansible_host"], "systemctl", "restart", "sparkfleet-vllm-worker")
+        docker_exec(worker["container"], "systemctl", "reset-failed", "sparkfleet-vllm-worker", check=False)
+        docker_exec(worker["container"], "systemctl", "restart", "sparkfleet-vllm-worker")
         docker_exec(host, "systemctl", "restart", "sparkfleet-vllm-head")
-        wait_serving(head["sparkfleet_mgmt_address"])
+        wait_serving(head["ansible_host"])
     print("doctor on pair a in %.1f s" % took)
     assert rc == 0, output[-3000:]
     flat = re.sub(r"\n\s+", " ", output)

@@ -13,7 +13,7 @@ UNIT = "/etc/systemd/system/sparkfleet-vllm-head.service"
 
 def test_check_diff_shows_drift_and_a_run_restores_only_that_pair(lab):
     head = lab["a"]["head"]
-    container = head["ansible_host"]
+    container = head["container"]
     other_pair = {role: main_pid(node) for role, node in lab["b"].items()}
     docker_exec(container, "sed", "-i", "s/^RestartSec=15/RestartSec=1/", UNIT)
     edited = docker_exec(container, "cat", UNIT).stdout
@@ -32,4 +32,4 @@ def test_check_diff_shows_drift_and_a_run_restores_only_that_pair(lab):
     assert "RestartSec=15" in docker_exec(container, "cat", UNIT).stdout
     assert main_pid(head) != pid
     assert {role: main_pid(node) for role, node in lab["b"].items()} == other_pair
-    wait_serving(head["sparkfleet_mgmt_address"])
+    wait_serving(head["ansible_host"])

@@ -97,7 +97,7 @@ def test_one_build_reaches_every_node_with_one_image_id(lab):
         # above ran side by side): the pair's own stream, then a plain `docker save | docker load`
         # from head to worker.
         head, worker = lab[sorted(lab)[0]]["head"], lab[sorted(lab)[0]]["worker"]
-        docker_exec(worker["ansible_host"], "docker", "image", "rm", ref)
+        docker_exec(worker["container"], "docker", "image", "rm", ref)
         rc, _, plays = _image_yml(fresh, "--limit", "%s,%s" % (head["name"], worker["name"]))
         assert rc == 0, json.dumps(plays)[-3000:]
         alone = [r["ansible_facts"]["spark_image_received"]["transfers"][0]
@@ -105,7 +105,7 @@ def test_one_build_reaches_every_node_with_one_image_id(lab):
                  if h == worker["name"] and not r.get("skipped")]
         assert len(alone) == 1, alone
         stream = alone[0]
-        docker_exec(worker["ansible_host"], "docker", "image", "rm", ref)
+        docker_exec(worker["container"], "docker", "image", "rm", ref)
         started = time.monotonic()
         copy_image(ref, head, worker)
         save_load_s = time.monotonic() - started
@@ -127,7 +127,7 @@ def test_one_build_reaches_every_node_with_one_image_id(lab):
     finally:
         if ref:
             for node in nodes:
-                docker_exec(node["ansible_host"], "docker", "image", "rm", ref, check=False)
+                docker_exec(node["container"], "docker", "image", "rm", ref, check=False)
             assert all(not image_id(node, ref) for node in by_name.values())
 
 
@@ -199,5 +199,5 @@ def test_a_failing_canary_stops_the_rollout_before_the_second_batch(lab, endpoin
     assert rc != 0
     assert re.search(r"rollout plan: canary: a; batch 1: b, c", output), output[-3000:]
     assert "Rollout stopped at pair a" in output and "clean-output" in output, output[-3000:]
-    assert "42" in chat(lab["a"]["head"]["sparkfleet_mgmt_address"])
+    assert "42" in chat(lab["a"]["head"]["ansible_host"])
     assert {pair: {role: main_pid(node) for role, node in lab[pair].items()} for pair in later} == later

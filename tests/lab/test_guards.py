@@ -87,7 +87,7 @@ def test_guard_fails_the_play_and_keeps_the_service(guard_runs, name, extra_vars
 def test_unit_refuses_to_start_when_its_launcher_disappears(lab):
     """The 127-all-day failure: a unit whose program is gone fails once, clearly."""
     worker, head = lab["b"]["worker"], lab["b"]["head"]
-    container = worker["ansible_host"]
+    container = worker["container"]
     launcher = "/usr/local/libexec/sparkfleet/sparkfleet-launch"
     docker_exec(container, "mv", launcher, launcher + ".moved")
     try:
@@ -99,4 +99,4 @@ def test_unit_refuses_to_start_when_its_launcher_disappears(lab):
         docker_exec(container, "mv", launcher + ".moved", launcher)
         docker_exec(container, "systemctl", "reset-failed", unit_of(worker), check=False)
         docker_exec(container, "systemctl", "start", unit_of(worker))
-    wait_serving(head["sparkfleet_mgmt_address"], deadline_s=300)
+    wait_serving(head["ansible_host"], deadline_s=300)

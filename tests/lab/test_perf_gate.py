@@ -94,10 +94,10 @@ def test_a_rollout_that_slows_pair_b_is_rolled_back_and_pair_a_keeps_it(lab, end
     # the new configuration; pair b is back on its last known good. (Pair a keeps this setting,
     # its one stall spent, until the next site.yml; restoring it here would cost another rollout.)
     assert main_pid(head_a) != pid_a
-    assert "VLLM_SIM_SPEC_ACCEPT=0.74" in docker_exec(head_a["ansible_host"], "cat", ENV_FILE).stdout
-    env_b = docker_exec(head_b["ansible_host"], "cat", ENV_FILE).stdout
+    assert "VLLM_SIM_SPEC_ACCEPT=0.74" in docker_exec(head_a["container"], "cat", ENV_FILE).stdout
+    env_b = docker_exec(head_b["container"], "cat", ENV_FILE).stdout
     assert "slow_decode" not in env_b and "VLLM_SIM_SPEC_ACCEPT" not in env_b
-    assert "42" in chat(head_b["sparkfleet_mgmt_address"])
+    assert "42" in chat(head_b["ansible_host"])
     with open(os.path.join(HISTORY_DIR, "report.md"), encoding="utf-8") as handle:
         assert "pair b, image" in handle.read()
     print("\nperformance gate: pair a's stalled first run at %.1f aggregate tok/s, confirmed at %.1f "

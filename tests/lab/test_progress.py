@@ -44,7 +44,7 @@ def test_a_long_cold_start_prints_its_phases_before_the_gate(lab):
         assert rc == 0, output[-3000:]
     # The 5 s restart just now was recorded; the next start of that image and
     # profile shows how long it should take.
-    history = json.loads(docker_exec(lab["a"]["head"]["ansible_host"], "cat",
+    history = json.loads(docker_exec(lab["a"]["head"]["container"], "cat",
                                      "/var/lib/sparkfleet/start-times.json").stdout)
     assert history and all(entry["seconds"] > 0 for entry in history.values()), history
 
@@ -52,8 +52,8 @@ def test_a_long_cold_start_prints_its_phases_before_the_gate(lab):
 def test_a_start_that_hangs_at_rendezvous_is_reported_with_that_phase(lab):
     head, worker = lab["a"]["head"], lab["a"]["worker"]
     try:
-        docker_exec(worker["ansible_host"], "systemctl", "stop", "sparkfleet-vllm-worker")
-        docker_exec(head["ansible_host"], "systemctl", "restart", "sparkfleet-vllm-head")
+        docker_exec(worker["container"], "systemctl", "stop", "sparkfleet-vllm-worker")
+        docker_exec(head["container"], "systemctl", "restart", "sparkfleet-vllm-head")
         time.sleep(3)
         started = time.monotonic()
         rc, output = playbook("playbooks/health.yml", "--limit", PAIR_A, "-e", "spark_health_startup_timeout=60")
@@ -64,13 +64,13 @@ def test_a_start_that_hangs_at_rendezvous_is_reported_with_that_phase(lab):
         assert "Last phase reached: head waiting for the worker at rendezvous; worker not running" in output
         assert "Last relevant log lines of the head:" in output and "DP group leader" in output
     finally:
-        docker_exec(worker["ansible_host"], "systemctl", "start", "sparkfleet-vllm-worker")
-        docker_exec(head["ansible_host"], "systemctl", "restart", "sparkfleet-vllm-head")
-        wait_serving(head["sparkfleet_mgmt_address"])
+        docker_exec(worker["container"], "systemctl", "start", "sparkfleet-vllm-worker")
+        docker_exec(head["container"], "systemctl", "restart", "sparkfleet-vllm-head")
+        wait_serving(head["ansible_host"])
 
 
 def _image_ids(node):
-    out = docker_exec(node["ansible_host"], "docker", "image", "ls", "--no-trunc", "--format",
+    out = docker_exec(node["container"], "docker", "image", "ls", "--no-trunc", "--format",
                       "{{.Repository}}:{{.Tag}} {{.ID}}", "sparkfleet/vllm-spark").stdout
     return dict(line.split() for line in out.splitlines())
 
@@ -86,7 +86,7 @@ def test_an_image_build_and_the_transfers_print_progress_and_totals(lab):
     fresh = {"spark_image_progress_interval": 1,
              "spark_image_build_args": {"TORCH_CUDA_ARCH_LIST": "12.1a", "SPARKFLEET_TEST_NONCE": uuid.uuid4().hex}}
     try:
-        docker_exec(worker["ansible_host"], "rm", "-f", shard)
+        docker_exec(worker["container"], "rm", "-f", shard)
         rc, output = playbook("playbooks/image.yml", "--limit", "spark-b1,spark-b2", "-e", json.dumps(fresh),
                               timeout=600)
         flat = re.sub(r"\n\s+", " ", output)
@@ -119,7 +119,7 @@ def test_an_image_build_and_the_transfers_print_progress_and_totals(lab):
     finally:
         for node in (head, worker):
             for ref in set(_image_ids(node)) - set(before[node["name"]]):
-                docker_exec(node["ansible_host"], "docker", "image", "rm", ref)
+                docker_exec(node["container"], "docker", "image", "rm", ref)
     assert {node["name"]: _image_ids(node) for node in (head, worker)} == before
 
 
@@ -130,8 +130,8 @@ def test_a_worker_without_room_for_the_image_refuses_the_transfer_with_numbers(l
     worker = lab["b"]["worker"]
     refs = list(_image_ids(worker))
     for ref in refs:
-        docker_exec(worker["ansible_host"], "docker", "tag", ref, "sparkfleet-test/kept:" + ref.split(":")[1])
-        docker_exec(worker["ansible_host"], "docker", "image", "rm", ref)
+        docker_exec(worker["container"], "docker", "tag", ref, "sparkfleet-test/kept:" + ref.split(":")[1])
+        docker_exec(worker["container"], "docker", "image", "rm", ref)
     try:
         rc, output = playbook("playbooks/image.yml", "--limit", "spark-b1,spark-b2",
                               "-e", "sparkfleet_disk_reserve_gib=100000", timeout=600)
@@ -144,10 +144,10 @@ def test_a_worker_without_room_for_the_image_refuses_the_transfer_with_numbers(l
         assert "nothing was transferred or built" in flat
         assert _image_ids(worker) == {}  # nothing arrived
         # The head never started serving a worker that was refused (no sender left listening).
-        listening = docker_exec(lab["b"]["head"]["ansible_host"], "ss", "-ltnH").stdout
+        listening = docker_exec(lab["b"]["head"]["container"], "ss", "-ltnH").stdout
         assert ":29610 " not in listening, listening
     finally:
         for ref in refs:
             kept = "sparkfleet-test/kept:" + ref.split(":")[1]
-            docker_exec(worker["ansible_host"], "docker", "tag", kept, ref)
-            docker_exec(worker["ansible_host"], "docker", "image", "rm", kept)
+            docker_exec(worker["container"], "docker", "tag", kept, ref)
+            docker_exec(worker["container"], "docker", "image", "rm", kept)

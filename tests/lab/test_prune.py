@@ -18,16 +18,16 @@ CONTEXTS = "/var/lib/sparkfleet/image-build"
 
 
 def _refs(node):
-    out = docker_exec(node["ansible_host"], "docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
+    out = docker_exec(node["container"], "docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
                       "sparkfleet/vllm-spark").stdout
     return set(out.split())
 
 
 def _running_ref(node):
     import json
-    launch = json.loads(docker_exec(node["ansible_host"], "cat", "/etc/sparkfleet/sparkfleet-vllm-head.json").stdout)
+    launch = json.loads(docker_exec(node["container"], "cat", "/etc/sparkfleet/sparkfleet-vllm-head.json").stdout)
     for ref in _refs(node):
-        if docker_exec(node["ansible_host"], "docker", "image", "inspect", "--format", "{{.Id}}",
+        if docker_exec(node["container"], "docker", "image", "inspect", "--format", "{{.Id}}",
                        ref).stdout.strip() == launch["image_id"]:
             return ref
     raise AssertionError("no tag of the running image %s" % launch["image_id"])
@@ -35,7 +35,7 @@ def _running_ref(node):
 
 def test_prune_keeps_what_can_serve_and_removes_the_rest(lab):
     head = lab["a"]["head"]
-    host = head["ansible_host"]
+    host = head["container"]
     serving = _refs(head)
     old = ["sparkfleet/vllm-spark:prunetest%d" % n for n in (1, 2, 3)]
     for n, ref in enumerate(old, 1):

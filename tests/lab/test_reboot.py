@@ -17,8 +17,8 @@ def restart(*containers):
 def test_both_nodes_reboot(lab, record_property):
     head, worker = lab["a"]["head"], lab["a"]["worker"]
     started = time.monotonic()
-    restart(head["ansible_host"], worker["ansible_host"])
-    wait_serving(head["sparkfleet_mgmt_address"], deadline_s=300)
+    restart(head["container"], worker["container"])
+    wait_serving(head["ansible_host"], deadline_s=300)
     total = time.monotonic() - started
     record_property("pair_a_both_rebooted_seconds_to_healthy", round(total, 1))
     print("pair a, both nodes rebooted: healthy after %.1f s" % total)
@@ -27,8 +27,8 @@ def test_both_nodes_reboot(lab, record_property):
 def test_head_only_reboot_waits_for_its_worker(lab, record_property):
     head = lab["b"]["head"]
     started = time.monotonic()
-    restart(head["ansible_host"])
-    wait_serving(head["sparkfleet_mgmt_address"], deadline_s=300)
+    restart(head["container"])
+    wait_serving(head["ansible_host"], deadline_s=300)
     total = time.monotonic() - started
     record_property("pair_b_head_rebooted_seconds_to_healthy", round(total, 1))
     print("pair b, head rebooted: healthy after %.1f s" % total)
@@ -42,7 +42,7 @@ def _started_at(container):
 def test_rolling_reboot_under_load_drops_no_request(lab, endpoint, record_property):
     """playbooks/rolling_reboot.yml reboots every node, one pair at a time, while
     clients keep sending through the endpoint: none of their requests fails."""
-    nodes = [node["ansible_host"] for pair in lab.values() for node in pair.values()]
+    nodes = [node["container"] for pair in lab.values() for node in pair.values()]
     before = {n: _started_at(n) for n in nodes}
     load = LoadGenerator("http://%s:8000" % endpoint, workers=2, max_requests=100000, max_seconds=900,
                          api_key=api_key()).start()

@@ -16,7 +16,7 @@ def _rolled_back(lab, output, failed_check):
     head_a = lab["a"]["head"]
     assert "Rollout stopped at pair a" in output, output[-3000:]
     assert failed_check in output, output[-3000:]
-    assert "42" in chat(head_a["sparkfleet_mgmt_address"])
+    assert "42" in chat(head_a["ansible_host"])
 
 
 def test_garbled_output_is_rolled_back(lab, endpoint):
@@ -26,14 +26,14 @@ def test_garbled_output_is_rolled_back(lab, endpoint):
     rc, output = playbook("playbooks/rolling_restart.yml", "-e", bad)
     assert rc != 0
     _rolled_back(lab, output, "clean-output")
-    env = docker_exec(lab["a"]["head"]["ansible_host"], "cat", "/etc/sparkfleet/sparkfleet-vllm-head.env").stdout
+    env = docker_exec(lab["a"]["head"]["container"], "cat", "/etc/sparkfleet/sparkfleet-vllm-head.env").stdout
     assert "VLLM_SIM_FAULT" not in env
     assert {role: main_pid(node) for role, node in lab["b"].items()} == untouched
 
 
 def _ensure_sim_base(node):
     # Workers receive only the built serving image, so the simulator base may be missing there.
-    subprocess.run(["docker", "exec", node["ansible_host"], "sh", "-c",
+    subprocess.run(["docker", "exec", node["container"], "sh", "-c",
                     "docker image inspect sparkfleet/vllm-sim:latest >/dev/null 2>&1"
                     " || docker load -q -i /opt/sparkfleet-lab/images/vllm-sim.tar"],
                    check=True, capture_output=True)
@@ -41,7 +41,7 @@ def _ensure_sim_base(node):
 
 def _build_on(node, tag, dockerfile):
     _ensure_sim_base(node)
-    subprocess.run(["docker", "exec", "-i", node["ansible_host"], "docker", "build", "-q", "-t", tag, "-"],
+    subprocess.run(["docker", "exec", "-i", node["container"], "docker", "build", "-q", "-t", tag, "-"],
                    input=dockerfile, text=True, check=True, capture_output=True)
 
 
@@ -67,7 +67,7 @@ def test_prebuilt_tag_that_can_hold_different_bits_is_refused_before_anything(la
             in output), output[-3000:]
     assert "no host was touched" in output
     assert {pair: {role: main_pid(node) for role, node in nodes.items()} for pair, nodes in lab.items()} == before
-    assert "42" in chat(lab["a"]["head"]["sparkfleet_mgmt_address"])
+    assert "42" in chat(lab["a"]["head"]["ansible_host"])
 
 
 def test_new_image_that_fails_to_start_is_rolled_back(lab, endpoint):
@@ -85,7 +85,7 @@ def test_new_image_that_fails_to_start_is_rolled_back(lab, endpoint):
     rc, output = _prebuilt_rollout(broken_id, 45)
     assert rc != 0
     _rolled_back(lab, output, "health")
-    launch = json.loads(docker_exec(lab["a"]["head"]["ansible_host"], "cat",
+    launch = json.loads(docker_exec(lab["a"]["head"]["container"], "cat",
                                     "/etc/sparkfleet/sparkfleet-vllm-head.json").stdout)
     assert launch["image_id"] != broken_id
     assert {role: main_pid(node) for role, node in lab["b"].items()} == untouched

@@ -11,7 +11,7 @@ import pytest
 
 import yaml
 
-from conftest import API_KEY_FILE, INVENTORY, api_key, docker_exec, playbook
+from conftest import API_KEY_FILE, INVENTORY, api_key, container_of, docker_exec, playbook
 
 MASTER_PORT = 29501
 API_PORT = 8000
@@ -33,7 +33,7 @@ def status_of(url, key=None, body=None):
 def endpoint_containers():
     with open(INVENTORY, encoding="utf-8") as handle:
         hosts = yaml.safe_load(handle)["all"]["children"]["sparkfleet_endpoint"]["hosts"]
-    return [hv["ansible_host"] for hv in hosts.values()]
+    return [container_of(name) for name in hosts]
 
 
 def heads(lab):
@@ -53,7 +53,7 @@ def test_key_file_is_private():
 @pytest.mark.untimed
 @pytest.mark.parametrize("where", ["endpoint", "head"])
 def test_requests_without_the_key_are_refused(lab, endpoint, where):
-    address = endpoint if where == "endpoint" else heads(lab)[0]["sparkfleet_mgmt_address"]
+    address = endpoint if where == "endpoint" else heads(lab)[0]["ansible_host"]
     url = "http://%s:%d/v1/models" % (address, API_PORT)
     assert status_of(url) == 401
     assert status_of(url, key="not-the-key-" + "x" * 20) == 401
@@ -114,8 +114,8 @@ def test_sockets_listen_only_where_needed(lab):
     endpoint = endpoint_containers()[0]
     for pair in lab.values():
         head, worker = pair["head"], pair["worker"]
-        sockets = listening(head["ansible_host"])
-        mgmt, fabric = head["sparkfleet_mgmt_address"], head["sparkfleet_fabric_address"]
+        sockets = listening(head["container"])
+        mgmt, fabric = head["ansible_host"], head["sparkfleet_fabric_address"]
         api = {address for address, port in sockets if port == API_PORT}
         assert api == {mgmt}, "head %s: API listens on %s, expected only %s" % (head["name"], api, mgmt)
         # torch's TCPStore listens on every address, as on a real Spark...
@@ -124,14 +124,14 @@ def test_sockets_listen_only_where_needed(lab):
         assert {port for address, port in sockets if address == fabric} == set()
         # ...so the kernel keeps it to the fabric: the worker reaches it over the
         # fabric; nobody reaches it over the management network.
-        assert can_connect(worker["ansible_host"], fabric, MASTER_PORT)
+        assert can_connect(worker["container"], fabric, MASTER_PORT)
         assert not can_connect(endpoint, mgmt, MASTER_PORT), "%s:%d open to the management network" % (mgmt, MASTER_PORT)
-        assert not can_connect(worker["ansible_host"], mgmt, MASTER_PORT)
-        guard = docker_exec(head["ansible_host"], "iptables", "-S", "SPARKFLEET-FABRIC-ONLY").stdout
+        assert not can_connect(worker["container"], mgmt, MASTER_PORT)
+        guard = docker_exec(head["container"], "iptables", "-S", "SPARKFLEET-FABRIC-ONLY").stdout
         assert "--dport %d -j DROP" % MASTER_PORT in guard, guard
         wildcard = {port for address, port in sockets if address in ("0.0.0.0", "*", "::")}
         assert API_PORT not in wildcard, wildcard
-        worker_sockets = listening(worker["ansible_host"])
+        worker_sockets = listening(worker["container"])
         worker_fabric = {port for address, port in worker_sockets if address == worker["sparkfleet_fabric_address"]}
         assert worker_fabric == set(), "worker %s: fabric address serves %s" % (worker["name"], worker_fabric)
         assert not {port for _, port in worker_sockets} & {API_PORT, MASTER_PORT}
@@ -157,7 +157,7 @@ HUB_TOKEN = "hf_sparkfleetleaktest" + "Q" * 20
 
 
 def assert_no_secret_in_files(lab, secrets_by_label):
-    containers = [node["ansible_host"] for pair in lab.values() for node in pair.values()]
+    containers = [node["container"] for pair in lab.values() for node in pair.values()]
     containers += endpoint_containers()
     leaks = {}
     for container in containers:
@@ -176,7 +176,7 @@ def test_no_secret_in_world_readable_files_or_process_lists(lab, endpoint):
     key = api_key()
     assert_no_secret_in_files(lab, {"API key": key})
     # The key does reach the places that need it, privately.
-    head = heads(lab)[0]["ansible_host"]
+    head = heads(lab)[0]["container"]
     env = docker_exec(head, "stat", "-c", "%a %U", "/etc/sparkfleet/sparkfleet-vllm-head.env").stdout.split()
     assert env == ["600", "root"]
     ps = docker_exec(head, "ps", "-eo", "args").stdout
@@ -238,11 +238,11 @@ def test_key_rotation_refuses_no_request(lab, endpoint, record_property):
     assert old_summary["failed"] == 0, old_summary["failures"][:5]
     assert new_summary["failed"] == 0, new_summary["failures"][:5]
     assert old_summary["sent"] > 10 and new_summary["sent"] > 10
-    head = heads(lab)[0]["sparkfleet_mgmt_address"]
+    head = heads(lab)[0]["ansible_host"]
     for address in (endpoint, head):
         assert status_of("http://%s:%d/v1/models" % (address, API_PORT), key=old) == 401
         assert status_of("http://%s:%d/v1/models" % (address, API_PORT), key=new) == 200
-    keys_file = docker_exec(heads(lab)[0]["ansible_host"], "ls", "/etc/sparkfleet/", check=False).stdout
+    keys_file = docker_exec(heads(lab)[0]["container"], "ls", "/etc/sparkfleet/", check=False).stdout
     assert "api-keys.yaml" not in keys_file
     for output in printed:
         for label, secret in (("old API key", old), ("new API key", new), ("hub token", HUB_TOKEN)):

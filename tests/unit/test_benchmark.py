@@ -7,6 +7,7 @@ serve` of the pinned release (the result keys and formulas in its serve.py).
 
 import json
 import os
+import sys
 import time
 
 import numpy
@@ -203,3 +204,44 @@ def test_module_documentation_parses():
         doc = yaml.safe_load(text.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])
         assert doc["module"] == name and doc["options"]
     assert json.dumps(bench.request_body("m", "p", 5))
+
+
+# --- the module's vllm bench probe -------------------------------------------
+
+def _load_benchmark_module():
+    import importlib.util
+
+    pytest.importorskip("ansible")
+    import ansible.module_utils
+    import sparkfleet_benchmark as bench_utils
+    import sparkfleet_job_progress as progress_utils
+    for name, module in (("sparkfleet_benchmark", bench_utils), ("sparkfleet_job_progress", progress_utils)):
+        sys.modules.setdefault("ansible.module_utils." + name, module)
+        setattr(ansible.module_utils, name, module)
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    spec = importlib.util.spec_from_file_location(
+        "sparkfleet_benchmark_module", os.path.join(root, "plugins", "modules", "sparkfleet_benchmark.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_vllm_bench_probe_names_the_cpu_platform_like_the_other_gpu_less_checks(monkeypatch):
+    """Without VLLM_TARGET_DEVICE, a GPU-less `vllm bench serve --help` exits 1 ("Failed to infer
+    device type"), so the probe always fell back to the client."""
+    mod = _load_benchmark_module()
+    seen = []
+
+    class Done:
+        returncode = 0
+
+    def fake_run(argv, **_kw):
+        seen.append(argv)
+        return Done()
+
+    monkeypatch.setattr(mod.shutil, "which", lambda _name: "/usr/bin/docker")
+    monkeypatch.setattr(mod.subprocess, "run", fake_run)
+    assert mod.image_has_vllm_bench("sha256:" + "1" * 64)
+    argv = seen[0]
+    assert argv[argv.index("-e") + 1] == "VLLM_TARGET_DEVICE=cpu"
+    assert argv.index("-e") < argv.index("--entrypoint") and "--gpus" not in argv

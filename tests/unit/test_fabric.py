@@ -1,10 +1,15 @@
 """sparkfleet_fabric: env file, link files, ping parsing and pair problems."""
 
+import os
+
+import jinja2
 import pytest
 import yaml
 
-from sparkfleet_fabric import (FabricConfigError, env_lines, link_files, nccl_problems, nccl_result, pair_problems,
-                               ping_payload, ping_stats)
+from sparkfleet_fabric import (FabricConfigError, env_lines, link_files, nccl_floor, nccl_paths, nccl_problems,
+                               nccl_result, pair_problems, ping_payload, ping_stats)
+
+ROLE = os.path.join(os.path.dirname(__file__), "..", "..", "roles", "spark_fabric")
 
 HEAD = {"host": "spark-01", "interface": "enp1s0f0np0", "address": "10.0.0.1", "hca": "rocep1s0f0", "gid_index": 3,
         "debug": "WARN"}
@@ -39,6 +44,28 @@ def test_env_without_hca_and_with_extras():
     assert env["NCCL_IB_TIMEOUT"] == "22" and env["NCCL_NVLS_ENABLE"] == "0"
     assert lines[-2:] == ["NCCL_IB_TIMEOUT=22", "NCCL_NVLS_ENABLE=0"]
     assert as_dict(env_lines(dict(HEAD, hca=["a", "b"])))["NCCL_IB_HCA"] == "a,b"
+
+
+def test_env_at_info_names_the_network_without_the_noise():
+    """INFO adds NCCL_DEBUG_SUBSYS=INIT,NET right after NCCL_DEBUG (the 'Using network' line); other levels do not."""
+    lines = env_lines(WORKER)
+    assert lines[lines.index("NCCL_DEBUG=INFO") + 1] == "NCCL_DEBUG_SUBSYS=INIT,NET"
+    assert lines[-1] == "VLLM_HOST_IP=10.0.0.2"
+    for level in ("WARN", "TRACE", "VERSION"):
+        assert "NCCL_DEBUG_SUBSYS" not in as_dict(env_lines(dict(HEAD, debug=level)))
+    # spark_fabric_env_extra may ask for other subsystems instead
+    lines = env_lines(dict(WORKER, extra={"NCCL_DEBUG_SUBSYS": "INIT,NET,GRAPH"}))
+    assert [line for line in lines if line.startswith("NCCL_DEBUG_SUBSYS=")] == ["NCCL_DEBUG_SUBSYS=INIT,NET,GRAPH"]
+
+
+def test_role_default_nccl_debug_is_info():
+    with open(os.path.join(ROLE, "defaults", "main.yml"), encoding="utf-8") as handle:
+        assert yaml.safe_load(handle)["spark_fabric_nccl_debug"] == "INFO"
+    with open(os.path.join(ROLE, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
+        specs = yaml.safe_load(handle)["argument_specs"]
+    defaults = [entry["options"]["spark_fabric_nccl_debug"]["default"] for entry in specs.values()
+                if "spark_fabric_nccl_debug" in entry.get("options", {})]
+    assert defaults and set(defaults) == {"INFO"}
 
 
 @pytest.mark.parametrize("change, words", [
@@ -158,3 +185,65 @@ def test_nccl_result_parsing():
     out = 'table\n{"sparkfleet_nccl_check": {"peak_busbw_gbps": 1.5}}\n'
     assert nccl_result(out) == {"peak_busbw_gbps": 1.5}
     assert nccl_result("garbage\n{broken sparkfleet_nccl_check") == {}
+
+
+def test_env_names_both_socket_direct_twins():
+    env = as_dict(env_lines(dict(HEAD, interface="enp1s0f1np1", hca="rocep1s0f1,roceP2p1s0f1")))
+    assert env["NCCL_IB_HCA"] == "rocep1s0f1,roceP2p1s0f1" and env["NCCL_IB_GID_INDEX"] == "3"
+
+
+def test_nccl_floor_follows_the_paths():
+    twins = "rocep1s0f1,roceP2p1s0f1"
+    assert nccl_paths(twins) == 2 and nccl_paths("") == 1 and nccl_paths(None) == 1
+    assert nccl_floor(75, [twins, twins]) == 150.0
+    # One path keeps today's floor: below 100 a sockets fallback (~96 Gb/s) would pass.
+    assert nccl_floor(75, ["rocep1s0f0", "rocep1s0f0"]) == 100.0
+    assert nccl_floor(75, "") == 100.0
+    # A node left on one path does not lower the pair's floor.
+    assert nccl_floor(75, [twins, "rocep1s0f1"]) == 150.0
+    assert nccl_floor(75, [["a", "b"], ["c", "d"]]) == 150.0
+    assert nccl_floor(60, [twins]) == 120.0
+    for bad in ("x", 0):
+        with pytest.raises(FabricConfigError):
+            nccl_floor(bad, twins)
+
+
+def _render(expression, **variables):
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.filters["sparkfleet_fabric_nccl_floor"] = nccl_floor
+    return env.from_string(expression).render(**variables)
+
+
+def test_default_floor_is_per_path_times_the_pairs_hcas():
+    """defaults/main.yml derives the floor from the HCA lists; argument specs agree and fix no pair floor."""
+    with open(os.path.join(ROLE, "defaults", "main.yml"), encoding="utf-8") as handle:
+        defaults = yaml.safe_load(handle)
+    with open(os.path.join(ROLE, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
+        specs = yaml.safe_load(handle)["argument_specs"]
+    expression = defaults["spark_fabric_nccl_min_busbw_gbps"]
+    per_path = defaults["spark_fabric_nccl_min_busbw_gbps_per_path"]
+    assert per_path == 75
+    for entry in ("main", "check"):
+        options = specs[entry]["options"]
+        assert options["spark_fabric_nccl_min_busbw_gbps_per_path"]["default"] == per_path
+        assert "default" not in options["spark_fabric_nccl_min_busbw_gbps"]
+    twins = "rocep1s0f1,roceP2p1s0f1"
+    base = {"spark_fabric_nccl_min_busbw_gbps_per_path": per_path}
+    # Before discovery (argument validation): no list yet, today's floor.
+    assert float(_render(expression, **base)) == 100.0
+    # One node's settled list (discover.yml), then the pair's (nccl.yml).
+    assert float(_render(expression, spark_fabric_hca_effective=twins, **base)) == 150.0
+    assert float(_render(expression, spark_fabric_hca_effective="rocep1s0f1",
+                         spark_fabric_nccl_pair_hcas=["rocep1s0f1", twins], **base)) == 150.0
+    assert float(_render(expression, spark_fabric_nccl_pair_hcas=["rocep1s0f0", "rocep1s0f0"], **base)) == 100.0
+
+
+def test_nccl_floor_names_the_socket_direct_cause_and_the_hcas():
+    doc = {"results": [{"busbw_gbps": 97.0}], "peak_busbw_gbps": 97.0, "peak_busbw_GBps": 12.1}
+    problems = nccl_problems("a", "spark-01", "spark-02", doc, 150,
+                             {"spark-01": "rocep1s0f1,roceP2p1s0f1", "spark-02": "rocep1s0f1"})
+    assert len(problems) == 1
+    assert "below the floor of 150.0 Gb/s (NCCL_IB_HCA spark-01=rocep1s0f1,roceP2p1s0f1, spark-02=rocep1s0f1)" \
+        in problems[0]
+    assert "only one of the port's two Socket Direct HCAs in NCCL_IB_HCA" in problems[0]
+    assert nccl_problems("a", "spark-01", "spark-02", dict(doc, peak_busbw_gbps=180.0), 150) == []

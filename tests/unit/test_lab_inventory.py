@@ -6,6 +6,7 @@ import sys
 import pytest
 import yaml
 
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "lab"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "module_utils"))
 
@@ -29,16 +30,83 @@ def test_rendered_inventory_is_a_valid_fleet():
     nodes, endpoint = lib.address_plan(2)
     for node in nodes:
         node["fabric_interface"] = "eth1"
-    inventory = yaml.safe_load(lib.render_inventory(nodes, endpoint, "sparkfleet/vllm-sim:abc"))
+    inventory = yaml.safe_load(lib.render_inventory(nodes, endpoint))
     hosts = inventory["all"]["children"]["sparkfleet_nodes"]["hosts"]
-    assert hosts["spark-b2"]["ansible_host"] == "sparkfleet-lab-spark-b2"
-    assert hosts["spark-b2"]["sparkfleet_image_ref"] == "sparkfleet/vllm-sim:abc"
+    assert hosts["spark-b2"]["ansible_host"] == "10.77.0.22"
+    assert hosts["spark-b2"]["sparkfleet_fabric_hca"] == "rocep1s0f1,roceP2p1s0f1"
     assert build_pairs(hosts) == {
         "a": {"head": "spark-a1", "worker": "spark-a2", "master_addr": "10.78.1.11"},
         "b": {"head": "spark-b1", "worker": "spark-b2", "master_addr": "10.78.2.21"},
     }
-    assert "lab-endpoint" in inventory["all"]["children"]["sparkfleet_endpoint"]["hosts"]
-    assert inventory["all"]["vars"]["ansible_connection"] == "community.docker.docker"
+    assert inventory["all"]["children"]["sparkfleet_endpoint"]["hosts"]["lab-endpoint"] == {
+        "ansible_host": "10.77.0.5"}
+    # ssh + sudo, as on DGX OS, scoped to the groups Ansible logs in to: the
+    # controller's implicit localhost takes `all` vars and must never become.
+    assert "vars" not in inventory["all"]
+    for group in ("sparkfleet_nodes", "sparkfleet_endpoint"):
+        assert inventory["all"]["children"][group]["vars"] == {"ansible_user": "sparkops", "ansible_become": True}
+
+
+def _shape(inventory):
+    """{group: (host keys, group var keys)} of an inventory's hosts.yml."""
+    children = inventory["all"]["children"]
+    return {group: ({key for hv in body["hosts"].values() for key in hv}, set(body.get("vars") or {}))
+            for group, body in children.items()}, set(inventory["all"].get("vars") or {})
+
+
+def test_lab_inventory_has_exactly_the_example_inventorys_shape():
+    nodes, endpoint = lib.address_plan(2)
+    for node in nodes:
+        node["fabric_interface"] = "eth1"
+    lab = yaml.safe_load(lib.render_inventory(nodes, endpoint))
+    with open(os.path.join(ROOT, "inventory", "example", "hosts.yml"), encoding="utf-8") as handle:
+        example = yaml.safe_load(handle)
+    assert _shape(lab) == _shape(example)
+    # Every host key the example states, and nothing the lab alone needs.
+    host_keys = _shape(lab)[0]["sparkfleet_nodes"][0]
+    assert host_keys == {"ansible_host", "sparkfleet_pair", "sparkfleet_node_role", "sparkfleet_fabric_interface",
+                         "sparkfleet_fabric_hca", "sparkfleet_fabric_address", "sparkfleet_fabric_prefix"}
+
+
+# What the lab truly sets differently from a Spark fleet, and nothing more:
+# a new key here is a new lab-only branch to justify (and to cover by a test).
+LAB_OVERRIDES = {
+    # connection: the lab's own key and throw-away host keys
+    "ansible_ssh_private_key_file", "ansible_ssh_common_args",
+    # hardware the lab machine does not have
+    "sparkfleet_meminfo_path", "sparkfleet_drop_caches_path", "spark_fabric_sysfs_root",
+    "sparkfleet_memlock_bytes", "sparkfleet_shm_size", "spark_fabric_nccl_check_skip_reason",
+    "spark_fabric_manage_link", "spark_host_install_docker", "sparkfleet_reboot_method",
+    "sparkfleet_reboot_container",
+    # the image source: the simulator, offline
+    "sparkfleet_image_build", "spark_image_base_archive", "spark_image_vllm_ref", "spark_image_kernel_pins",
+    "sparkfleet_image_ref", "spark_image_archive", "spark_image_build_need_gib", "sparkfleet_disk_reserve_gib",
+    "spark_model_seed_dir",
+    # the simulator's pace
+    "sparkfleet_roll_drain_cap", "spark_service_env_extra", "spark_service_env_unchecked_pattern",
+    "spark_health_startup_timeout",
+    # where the lab keeps its state
+    "sparkfleet_fleet_name", "sparkfleet_benchmark_dir",
+}
+
+
+def test_lab_overrides_live_in_one_file_each_with_its_reason():
+    group_vars = os.path.join(ROOT, "inventory", "lab", "group_vars")
+    path = os.path.join(group_vars, "sparkfleet_nodes.yml")
+    assert os.path.realpath(os.path.join(group_vars, "sparkfleet_endpoint.yml")) == os.path.realpath(path)
+    assert sorted(n for n in os.listdir(group_vars) if n != "all.yml") == ["sparkfleet_endpoint.yml",
+                                                                          "sparkfleet_nodes.yml"]
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    assert set(yaml.safe_load(text)) == LAB_OVERRIDES
+    # Each key is under a comment: the line above it is a comment or another key of its group.
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        if line and not line.startswith((" ", "#", "-")):
+            above = lines[number - 1]
+            assert above.startswith("#") or (above and not above.startswith(" ")), "no reason above: %s" % line
+    # No lab-only GPU switch: the serving argv keeps --gpus, as on a Spark.
+    assert "spark_service_gpus" not in text
 
 
 def test_input_hash_follows_content(tmp_path):

@@ -37,10 +37,12 @@ def example_fleet():
     groups = {name: group.get("hosts") or {} for name, group in inventory["children"].items()}
     group_files = {name: _load(path) for name in groups
                    for path in [os.path.join(EXAMPLE, "group_vars", name + ".yml")] if os.path.exists(path)}
+    group_vars = {name: group.get("vars") or {} for name, group in inventory["children"].items()}
     hostvars = {}
     for group, hosts in groups.items():
         for host, own in hosts.items():
-            hostvars[host] = {**repo_all, **(inventory.get("vars") or {}), **group_files.get(group, {}), **(own or {})}
+            hostvars[host] = {**repo_all, **(inventory.get("vars") or {}), **group_vars[group],
+                              **group_files.get(group, {}), **(own or {})}
     # The one templated default a check reads, as Ansible resolves it (the
     # through-Ansible tests below run the real template).
     for host, variables in hostvars.items():
@@ -51,8 +53,9 @@ def example_fleet():
     return hostvars, list(groups["sparkfleet_nodes"]), list(groups["sparkfleet_endpoint"])
 
 
-def check(changes=None, nodes=None, endpoints=None):
-    """Problems of the example fleet with ``changes`` ({host: {var: value or DELETE}}) applied."""
+def check(changes=None, nodes=None, endpoints=None, controller=None):
+    """Problems of the example fleet with ``changes`` ({host: {var: value or DELETE}}) applied;
+    ``controller``: localhost's variables."""
     hostvars, example_nodes, example_endpoints = example_fleet()
     for host, settings in (changes or {}).items():
         hostvars.setdefault(host, {})
@@ -62,11 +65,19 @@ def check(changes=None, nodes=None, endpoints=None):
             else:
                 hostvars[host][key] = value
     return problems(hostvars, example_nodes if nodes is None else nodes,
-                    example_endpoints if endpoints is None else endpoints, KNOWN)
+                    example_endpoints if endpoints is None else endpoints, KNOWN, controller=controller)
 
 
 DELETE = object()
 NODES = ("spark-01", "spark-02", "spark-03", "spark-04")
+DSPARK = "fraserprice/DeepSeek-V4-Flash-DSpark"
+DSPARK_DIR = "/var/lib/sparkfleet/models/DeepSeek-V4-Flash-DSpark"
+CHECKPOINT = ("sparkfleet_model is {model}, but profile {profile} needs the checkpoint '{checkpoint}'; set "
+              "sparkfleet_model: {checkpoint} and a sparkfleet_model_dir for it on each pair that runs it "
+              "(group or host vars of its head and its worker)")
+BECOME = ("localhost: ansible_become is {value}; the controller must not become (every task on or delegated to "
+          "localhost would run through sudo): scope ansible_become to the sparkfleet_nodes and sparkfleet_endpoint "
+          "groups (their vars:, not all: vars or -e)")
 
 
 def on(hosts, **settings):
@@ -113,6 +124,23 @@ REFUSALS = [
     ("unknown profile name",
      on("spark-03", sparkfleet_profile="fast"),
      ["spark-03: sparkfleet_profile is 'fast'; known profiles: balanced, latency, long_context_1m, throughput"]),
+    # --- a profile that needs one checkpoint runs only on a pair that serves it
+    ("profile that needs another checkpoint than the pair's",
+     on("spark-01", sparkfleet_profile="long_context_1m"),
+     ["spark-01, spark-02: " + CHECKPOINT.format(model="'deepseek-ai/DeepSeek-V4-Flash'", profile="long_context_1m",
+                                                 checkpoint=DSPARK)]),
+    ("the worker still on the old checkpoint",
+     {**on("spark-01", sparkfleet_profile="long_context_1m", sparkfleet_model=DSPARK, sparkfleet_model_dir=DSPARK_DIR),
+      **on("spark-02", sparkfleet_model_dir=DSPARK_DIR)},
+     ["spark-02: " + CHECKPOINT.format(model="'deepseek-ai/DeepSeek-V4-Flash'", profile="long_context_1m",
+                                       checkpoint=DSPARK)]),
+    ("a checkpoint named by the overrides, on both pairs",
+     on(NODES, sparkfleet_profile_overrides={"checkpoint": "example-org/Other-Checkpoint"}),
+     ["spark-01, spark-02, spark-03, spark-04: " + CHECKPOINT.format(
+         model="'deepseek-ai/DeepSeek-V4-Flash'", profile="balanced", checkpoint="example-org/Other-Checkpoint")]),
+    ("pair without a model at all",
+     on(("spark-03", "spark-04"), sparkfleet_profile="long_context_1m", sparkfleet_model=DELETE),
+     ["spark-03, spark-04: " + CHECKPOINT.format(model="unset", profile="long_context_1m", checkpoint=DSPARK)]),
     # --- ports
     ("API port out of range (heads listen on it)",
      on(NODES, sparkfleet_api_port=70000),
@@ -225,12 +253,41 @@ ACCEPTED = [
     ("variables without sparkfleet's prefixes are not ours", on(NODES, my_site_setting=1, spark_rack="r1")),
     ("two GPUs per node with TP 4", on(("spark-01", "spark-02"), sparkfleet_gpus_per_node=2,
                                        sparkfleet_profile_overrides={"tensor_parallel_size": 4})),
+    ("the 1M profile on a pair that serves its checkpoint",
+     on(("spark-01", "spark-02"), sparkfleet_profile="long_context_1m", sparkfleet_model=DSPARK,
+        sparkfleet_model_dir=DSPARK_DIR)),
+    ("the DSpark checkpoint under a profile that needs none", on(("spark-03", "spark-04"), sparkfleet_model=DSPARK)),
+    ("the worker's own profile choice names no checkpoint", on("spark-02", sparkfleet_profile="long_context_1m")),
 ]
 
 
 @pytest.mark.parametrize("changes", [a[1] for a in ACCEPTED], ids=[a[0] for a in ACCEPTED])
 def test_accepted(changes):
     assert check(changes) == []
+
+
+@pytest.mark.parametrize("value, shown", [(True, "true"), ("yes", "'yes'"), ("True", "'True'"), (1, "1")])
+def test_a_controller_that_would_become_is_refused(value, shown):
+    assert check(controller={"ansible_become": value, "ansible_user": "sparkops"}) == [BECOME.format(value=shown)]
+
+
+@pytest.mark.parametrize("controller", [{}, {"ansible_become": False}, {"ansible_become": "no"},
+                                        {"ansible_user": "sparkops"}, None])
+def test_a_controller_that_does_not_become_is_accepted(controller):
+    assert check(controller=controller) == []
+
+
+def test_the_controller_is_reported_first_with_the_fleet_problems():
+    assert check(on("spark-01", sparkfleet_api_port=70000), controller={"ansible_become": True}) == [
+        BECOME.format(value="true"), "spark-01: sparkfleet_api_port is 70000; must be an integer in 1..65535"]
+
+
+def test_the_example_inventory_keeps_connection_settings_off_group_all():
+    """The implicit localhost takes group all's vars; ssh user and sudo belong to the node and endpoint groups."""
+    inventory = _load(os.path.join(EXAMPLE, "hosts.yml"))["all"]
+    assert not {"ansible_become", "ansible_user", "ansible_connection"} & set(inventory.get("vars") or {})
+    for group in ("sparkfleet_nodes", "sparkfleet_endpoint"):
+        assert inventory["children"][group]["vars"]["ansible_become"] is True, group
 
 
 def test_head_and_endpoint_on_one_host_need_four_distinct_ports():
@@ -314,13 +371,23 @@ def _ansible_env():
     return env
 
 
+def _local_hosts(inventory, **all_vars):
+    """inventory/hosts.yml with every host on the controller: the ssh user and sudo of the
+    node and endpoint groups dropped, ``all_vars`` under all: vars. Should anything run
+    past preflight, it touches no real machine."""
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    for group in hosts["all"]["children"].values():
+        for name in ("ansible_user", "ansible_become"):
+            (group.get("vars") or {}).pop(name, None)
+    hosts["all"]["vars"] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **all_vars}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+
+
 def test_preflight_playbook_refuses_with_one_line_per_problem(tmp_path):
     inventory = tmp_path / "inventory"
     shutil.copytree(EXAMPLE, inventory)
-    # Every host on the controller: should anything run past preflight, it touches no real machine.
-    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
-    hosts["all"]["vars"] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    # The connection settings under all: vars, where the implicit localhost takes them too.
+    _local_hosts(inventory, ansible_become=True)
     with open(inventory / "group_vars" / "sparkfleet_nodes.yml", "a", encoding="utf-8") as handle:
         handle.write("sparkfleet_profil: throughput\nsparkfleet_profile_overrides: {tensor_parallel_size: 4}\n"
                      "sparkfleet_model_dir: \"{{ sparkfleet_root }}/models\"\n")
@@ -331,6 +398,7 @@ def test_preflight_playbook_refuses_with_one_line_per_problem(tmp_path):
     assert run.returncode != 0, output
     lines = [line.strip() for line in output.splitlines()]
     for expected in (
+            BECOME.format(value="true"),
             "spark-01, spark-02, spark-03, spark-04: sparkfleet_profil is not a variable sparkfleet knows; "
             "nearest: sparkfleet_profile",
             "spark-01, spark-03: tensor_parallel_size × pipeline_parallel_size of profile balanced is 4 × 1 = 4; "
@@ -348,9 +416,7 @@ def test_preflight_playbook_refuses_with_one_line_per_problem(tmp_path):
 def _example_inventory(tmp_path):
     inventory = tmp_path / "inventory"
     shutil.copytree(EXAMPLE, inventory)
-    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
-    hosts["all"]["vars"] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    _local_hosts(inventory)
     return inventory
 
 

@@ -1,8 +1,12 @@
 """sparkfleet_rdma: discovery and inventory checks against fake sysfs trees."""
 
+import os
+
 import pytest
 
-from sparkfleet_rdma import DEFAULT_GID_INDEX, FabricMismatch, check, choose_gid_index, gid_ipv4, port_state, scan
+from sparkfleet_fabric import env_lines
+from sparkfleet_rdma import (DEFAULT_GID_INDEX, FabricMismatch, are_twins, check, choose_gid_index, gid_ipv4,
+                             pci_location, port_state, scan)
 
 GID_ZERO = "0000:0000:0000:0000:0000:0000:0000:0000"
 GID_LINK_LOCAL = "fe80:0000:0000:0000:0a5c:a2ff:fe11:2233"
@@ -140,3 +144,177 @@ def test_scan_lists_every_device(tmp_path):
     assert [d["name"] for d in devices] == ["rocep1s0f0", "rocep1s0f1"]
     assert devices[0]["roce_v2_ipv4_gids"] == [{"index": 3, "ipv4": "10.0.0.1"}]
     assert scan(str(tmp_path / "nothing")) is None
+
+
+# --- Socket Direct twins -----------------------------------------------------
+# A DGX Spark: each ConnectX-7 port is driven by two PCIe x4 functions in PCI
+# domains 0 and 2, so two ports show as four RoCE devices and four netdevs.
+# The cable is in the outer port (f1); the address sits on the domain-0 netdev.
+
+def socket_direct_spark(root, address="10.0.0.1", twin_state="4: ACTIVE"):
+    add_netdev(root, "enP7s7", mtu=1500)
+    add_netdev(root, "enp1s0f1np1")
+    add_netdev(root, "enP2p1s0f1np1")
+    add_netdev(root, "enp1s0f0np0", operstate="down")
+    add_netdev(root, "enP2p1s0f0np0", operstate="down")
+    add_hca(root, "rocep1s0f1", "enp1s0f1np1", gids={
+        0: ("IB/RoCE v1", GID_LINK_LOCAL), 1: ("RoCE v2", GID_LINK_LOCAL),
+        2: ("IB/RoCE v1", ipv4_gid(address)), 3: ("RoCE v2", ipv4_gid(address))})
+    # The twin's netdev carries no address: only its link-local GIDs.
+    add_hca(root, "roceP2p1s0f1", "enP2p1s0f1np1", state=twin_state, gids={
+        0: ("IB/RoCE v1", GID_LINK_LOCAL), 1: ("RoCE v2", GID_LINK_LOCAL)})
+    add_hca(root, "rocep1s0f0", "enp1s0f0np0", state="1: DOWN")
+    add_hca(root, "roceP2p1s0f0", "enP2p1s0f0np0", state="1: DOWN")
+    return str(root)
+
+
+def test_pci_names_parse_like_the_kernel_names_them():
+    assert pci_location("rocep1s0f1") == {"domain": 0, "bus": 1, "slot": 0, "function": 1, "port": None}
+    assert pci_location("roceP2p1s0f1") == {"domain": 2, "bus": 1, "slot": 0, "function": 1, "port": None}
+    assert pci_location("enP2p1s0f0np0") == {"domain": 2, "bus": 1, "slot": 0, "function": 0, "port": 0}
+    for name in ("mlx5_0", "eth1", "enP7s7", "rocep1s0f1x"):
+        assert pci_location(name) is None
+
+
+def test_twins_differ_only_in_pci_domain(tmp_path):
+    devices = {d["name"]: d for d in scan(socket_direct_spark(tmp_path))}
+    assert are_twins(devices["rocep1s0f1"], devices["roceP2p1s0f1"])
+    assert are_twins(devices["rocep1s0f0"], devices["roceP2p1s0f0"])
+    assert not are_twins(devices["rocep1s0f1"], devices["rocep1s0f0"])      # same domain, other port
+    assert not are_twins(devices["rocep1s0f1"], devices["roceP2p1s0f0"])    # other domain, other port
+    assert not are_twins(devices["rocep1s0f1"], devices["rocep1s0f1"])
+
+
+@pytest.mark.parametrize("named", [None, "rocep1s0f1"], ids=["none named", "one named"])
+def test_twin_joins_the_cabled_hca(tmp_path, named):
+    found = check("spark-01", "enp1s0f1np1", hca=named, address="10.0.0.1", sysfs_root=socket_direct_spark(tmp_path))
+    assert found["hcas"] == ["rocep1s0f1", "roceP2p1s0f1"]
+    assert found["hca"] == "rocep1s0f1" and found["addressed_hca"] == "rocep1s0f1"
+    assert found["twins"] == [{"name": "roceP2p1s0f1", "netdevs": ["enP2p1s0f1np1"], "state": "ACTIVE",
+                               "used": True}]
+    assert found["notes"] == []
+    # The GID index is the addressed HCA's (the twin's netdev has no address).
+    assert (found["gid_index"], found["gid_source"]) == (3, "sysfs (RoCE v2 GID of 10.0.0.1)")
+    assert found["hcas_source"] == ("inventory + twins" if named else "discovered")
+
+
+def test_the_address_on_the_domain_2_netdev_puts_that_hca_first(tmp_path):
+    root = socket_direct_spark(tmp_path)
+    found = check("spark-03", "enP2p1s0f1np1", address="10.0.0.1", sysfs_root=root)
+    assert found["hcas"] == ["roceP2p1s0f1", "rocep1s0f1"]
+
+
+def test_down_twin_is_reported_and_left_out(tmp_path):
+    root = socket_direct_spark(tmp_path, twin_state="1: DOWN")
+    found = check("spark-02", "enp1s0f1np1", hca="rocep1s0f1", sysfs_root=root)
+    assert found["hcas"] == ["rocep1s0f1"]
+    assert found["twins"] == [{"name": "roceP2p1s0f1", "netdevs": ["enP2p1s0f1np1"], "state": "DOWN", "used": False}]
+    assert len(found["notes"]) == 1
+    for words in ("spark-02", "roceP2p1s0f1", "enP2p1s0f1np1", "DOWN", "twin of rocep1s0f1",
+                  "left out of NCCL_IB_HCA", "1 of the port's 2 paths"):
+        assert words in found["notes"][0]
+
+
+def test_inventory_list_is_used_as_given(tmp_path):
+    found = check("spark-01", "enp1s0f1np1", hca=" roceP2p1s0f1 , rocep1s0f1", address="10.0.0.1",
+                  sysfs_root=socket_direct_spark(tmp_path))
+    assert found["hcas"] == ["roceP2p1s0f1", "rocep1s0f1"] and found["hca"] == "roceP2p1s0f1"
+    assert found["hcas_source"] == "inventory"
+    assert found["addressed_hca"] == "rocep1s0f1" and found["gid_index"] == 3
+
+
+def test_inventory_list_naming_a_missing_hca_is_refused(tmp_path):
+    with pytest.raises(FabricMismatch) as exc:
+        check("spark-02", "enp1s0f1np1", hca="rocep1s0f1,roceP3p1s0f1", sysfs_root=socket_direct_spark(tmp_path))
+    msg = str(exc.value)
+    assert msg.startswith("spark-02: fabric HCA mismatch: inventory expects "
+                          "sparkfleet_fabric_hca=rocep1s0f1,roceP3p1s0f1 (roceP3p1s0f1 missing), found: ")
+    assert "roceP2p1s0f1 -> enP2p1s0f1np1 (ACTIVE)" in msg and "rocep1s0f0 -> enp1s0f0np0 (DOWN)" in msg
+
+
+def test_inventory_list_naming_a_down_hca_is_refused(tmp_path):
+    root = socket_direct_spark(tmp_path, twin_state="1: DOWN")
+    with pytest.raises(FabricMismatch) as exc:
+        check("spark-02", "enp1s0f1np1", hca="rocep1s0f1,roceP2p1s0f1", sysfs_root=root)
+    assert "spark-02: fabric port not active: inventory expects roceP2p1s0f1 (enP2p1s0f1np1) ACTIVE, " \
+           "found port 1 state DOWN" in str(exc.value)
+
+
+def test_inventory_list_of_the_other_port_is_refused(tmp_path):
+    with pytest.raises(FabricMismatch) as exc:
+        check("spark-02", "enp1s0f1np1", hca="rocep1s0f0,roceP2p1s0f0", sysfs_root=socket_direct_spark(tmp_path))
+    msg = str(exc.value)
+    assert "spark-02" in msg and "rocep1s0f0,roceP2p1s0f0 on interface enp1s0f1np1" in msg
+    assert "rocep1s0f1 -> enp1s0f1np1 (ACTIVE)" in msg
+
+
+def test_inventory_list_with_a_name_twice_is_refused(tmp_path):
+    with pytest.raises(FabricMismatch) as exc:
+        check("spark-02", "enp1s0f1np1", hca="rocep1s0f1,rocep1s0f1", sysfs_root=socket_direct_spark(tmp_path))
+    assert "spark-02" in str(exc.value) and "names rocep1s0f1 more than once" in str(exc.value)
+
+
+def test_naming_only_the_unaddressed_twin_says_which_to_name(tmp_path):
+    with pytest.raises(FabricMismatch) as exc:
+        check("spark-02", "enp1s0f1np1", hca="roceP2p1s0f1", sysfs_root=socket_direct_spark(tmp_path))
+    msg = str(exc.value)
+    assert "expects roceP2p1s0f1 on interface enp1s0f1np1, found roceP2p1s0f1 on enP2p1s0f1np1" in msg
+    assert "Socket Direct twin of rocep1s0f1" in msg and "sparkfleet_fabric_hca=rocep1s0f1,roceP2p1s0f1" in msg
+
+
+def test_unlisted_active_twin_is_reported(tmp_path):
+    # Several names given (here the cabled HCA and the other port's, both up):
+    # used as given, and the port's twin left out is said.
+    root = socket_direct_spark(tmp_path)
+    add_netdev(tmp_path, "enp1s0f0np0")
+    write(tmp_path / "class" / "infiniband" / "rocep1s0f0" / "ports" / "1" / "state", "4: ACTIVE")
+    found = check("spark-01", "enp1s0f1np1", hca="rocep1s0f1,rocep1s0f0", sysfs_root=root)
+    assert found["hcas"] == ["rocep1s0f1", "rocep1s0f0"]
+    assert found["twins"][0]["used"] is False
+    assert "roceP2p1s0f1" in found["notes"][0] and "NCCL leaves that path unused" in found["notes"][0]
+
+
+def test_twin_with_its_ipv4_gid_elsewhere_is_reported(tmp_path):
+    root = socket_direct_spark(tmp_path)
+    add_hca_gid = tmp_path / "class" / "infiniband" / "roceP2p1s0f1" / "ports" / "1"
+    write(add_hca_gid / "gids" / "5", ipv4_gid("10.0.0.5"))
+    write(add_hca_gid / "gid_attrs" / "types" / "5", "RoCE v2")
+    found = check("spark-01", "enp1s0f1np1", address="10.0.0.1", sysfs_root=root)
+    assert found["hcas"] == ["rocep1s0f1", "roceP2p1s0f1"] and found["gid_index"] == 3
+    assert "roceP2p1s0f1" in found["notes"][0] and "index 5" in found["notes"][0]
+
+
+def test_twins_found_from_the_pci_address_when_names_are_mlx5(tmp_path):
+    """Without udev's PCI-path names (mlx5_N), the device link's PCI address decides."""
+    for name, pci, netdev in (("mlx5_0", "0000:01:00.1", "eth2"), ("mlx5_1", "0002:01:00.1", "eth3"),
+                              ("mlx5_2", "0000:01:00.0", "eth4")):
+        add_netdev(tmp_path, netdev)
+        device = tmp_path / "devices" / "pci" / pci
+        (device / "net" / netdev).mkdir(parents=True)
+        port = tmp_path / "class" / "infiniband" / name / "ports" / "1"
+        write(port / "state", "4: ACTIVE")
+        os.symlink(os.path.relpath(device, port.parent.parent), port.parent.parent / "device")
+    found = check("h", "eth2", sysfs_root=str(tmp_path))
+    assert found["hcas"] == ["mlx5_0", "mlx5_1"]
+
+
+def test_env_file_names_both_twins(tmp_path):
+    found = check("spark-01", "enp1s0f1np1", address="10.0.0.1", sysfs_root=socket_direct_spark(tmp_path))
+    lines = env_lines({"host": "spark-01", "interface": "enp1s0f1np1", "address": "10.0.0.1",
+                       "hca": ",".join(found["hcas"]), "gid_index": found["gid_index"]})
+    assert "NCCL_IB_HCA=rocep1s0f1,roceP2p1s0f1" in lines and "NCCL_IB_GID_INDEX=3" in lines
+    assert "NCCL_SOCKET_IFNAME=enp1s0f1np1" in lines
+
+
+def test_single_function_ports_have_no_twins(tmp_path):
+    found = check("spark-01", "enp1s0f0np0", sysfs_root=str(spark(tmp_path)))
+    assert found["hcas"] == ["rocep1s0f0"] and found["twins"] == [] and found["notes"] == []
+
+
+def test_without_infiniband_the_list_is_empty(tmp_path):
+    add_netdev(tmp_path, "eth1")
+    found = check("spark-a1", "eth1", sysfs_root=str(tmp_path))
+    assert found["hcas"] == [] and found["twins"] == [] and found["hca"] is None
+    with pytest.raises(FabricMismatch) as exc:
+        check("spark-a1", "eth1", hca="rocep1s0f1,roceP2p1s0f1", sysfs_root=str(tmp_path))
+    assert "sparkfleet_fabric_hca=rocep1s0f1,roceP2p1s0f1 on eth1" in str(exc.value)

@@ -165,12 +165,36 @@ def test_shipped_profiles_are_valid_and_render_for_both_ranks():
     ({"speculative_config": {"method": "mtp", "num_speculative_tokens": 0}}, "num_speculative_tokens must be 1..8"),
     ({"extra_args": ["--hf-overrides", "{rope_scaling:x}"]}, "extra_args --hf-overrides value '{rope_scaling:x}' is not valid JSON"),
     ({"extra_args": ["--kv-transfer-config=[1]"]}, "value must be a JSON object"),
+    ({"model": "fraserprice/DeepSeek-V4-Flash-DSpark"},
+     "profile balanced: model is not a profile setting: vLLM always serves the pair's checkpoint from its local mount "
+     "(/models/<basename of sparkfleet_model_dir>, offline); name the hub repository the profile needs in "
+     "checkpoint: and set sparkfleet_model and sparkfleet_model_dir on the pair"),
+    ({"model": "/models/DeepSeek-V4-Flash"}, "profile balanced: model is not a profile setting: vLLM always serves"),
+    ({"checkpoint": "/var/lib/sparkfleet/models/DeepSeek-V4-Flash-DSpark"},
+     "profile balanced: checkpoint is '/var/lib/sparkfleet/models/DeepSeek-V4-Flash-DSpark'; must be a hub "
+     "repository ID, owner/name (the pair's sparkfleet_model must name it)"),
+    ({"checkpoint": "DeepSeek-V4-Flash-DSpark"}, "checkpoint is 'DeepSeek-V4-Flash-DSpark'; must be a hub repository ID"),
+    ({"checkpoint": "org/name\n"}, "checkpoint is 'org/name\\n'; must be a hub repository ID"),
+    ({"checkpoint": 7}, "checkpoint must be str, got 7"),
 ])
 def test_profile_spec_refuses_bad_values_with_the_field(change, message):
     from sparkfleet_vllm_args import profile_errors
     defaults, profiles = shipped_profiles()
     errors = profile_errors("balanced", {**compose(defaults, profiles["balanced"]), **change})
     assert any(message in e for e in errors), errors
+
+
+def test_a_profile_names_its_checkpoint_and_never_a_model():
+    """A profile says which hub repository it needs; the argv's model is always the mounted local checkpoint."""
+    from sparkfleet_vllm_args import profile_errors
+    defaults, profiles = shipped_profiles()
+    assert not any("model" in profile for profile in profiles.values())
+    assert profiles["long_context_1m"]["checkpoint"] == "fraserprice/DeepSeek-V4-Flash-DSpark"
+    composed = compose(defaults, profiles["long_context_1m"])
+    assert profile_errors("long_context_1m", composed) == []
+    args = render_serve_args(composed, HEAD, dict(SERVICE, model="/models/DeepSeek-V4-Flash-DSpark"))
+    assert args[0] == "/models/DeepSeek-V4-Flash-DSpark"
+    assert "fraserprice/DeepSeek-V4-Flash-DSpark" not in args
 
 
 def test_max_answer_tokens_is_vllms_server_wide_max_new_tokens():

@@ -45,14 +45,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+# A verbs-device directory that does not exist: NCCL finds no RDMA device
+# unless a test points VLLM_SIM_DEV_INFINIBAND at one.
+NO_VERBS = os.path.join(os.sep, "nonexistent", "vllm-sim", "infiniband")
+
+
 def sim_env(**extra):
     env = dict(os.environ)
     for k in list(env):
-        if k.startswith("VLLM_"):
+        if k.startswith(("VLLM_", "NCCL_", "HF_", "TRANSFORMERS_")):
             del env[k]
     env.update({"VLLM_SIM_START_DELAY": "0.5", "VLLM_SIM_TOKEN_DELAY": "0.001",
                 "VLLM_SIM_RENDEZVOUS_TIMEOUT": "20", "PYTHONUNBUFFERED": "1",
-                "VLLM_SIM_FINGERPRINT": FINGERPRINT_PATH})
+                "VLLM_SIM_FINGERPRINT": FINGERPRINT_PATH, "VLLM_SIM_DEV_INFINIBAND": NO_VERBS,
+                # What `docker run --gpus all` sets in the serving container.
+                "NVIDIA_VISIBLE_DEVICES": "all"})
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -704,3 +711,180 @@ def test_a_client_that_goes_away_aborts_its_non_streamed_answer(procs):
     assert wait_exit(head, timeout=20) == 0
     assert time.monotonic() - started < 10, log_of(head)
     assert "Aborted request" in log_of(head)
+
+
+# ------------------------------------------------- NCCL's network (the real road)
+
+NCCL_INFO = re.compile(r"^[^\s:]+:\d+:\d+ \[0\] NCCL INFO (.*)$", re.M)
+NCCL_WARN = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] [^\s:]+:\d+:\d+ \[0\] (\S+) NCCL WARN (.*)$", re.M)
+
+
+def verbs_dir(tmp_path):
+    """A stand-in /dev/infiniband with a Spark's verbs devices."""
+    path = tmp_path / "infiniband"
+    path.mkdir()
+    for name in ("uverbs0", "uverbs1", "rdma_cm"):
+        (path / name).write_text("")
+    return str(path)
+
+
+def start_pair(procs, head_env, worker_env, *extra):
+    http_port, master_port = free_port(), free_port()
+    common = ["serve", MODEL, "--served-model-name", "dsv4", "-tp", "2", "--nnodes", "2",
+              "--master-addr", "127.0.0.1", "--master-port", str(master_port), *extra]
+    worker = procs.start("worker", common + ["--node-rank", "1", "--headless"], env=worker_env)
+    head = procs.start("head", common + ["--host", "127.0.0.1", "--port", str(http_port)], env=head_env)
+    return head, worker, http_port
+
+
+def timed_answer(port, tokens):
+    started = time.monotonic()
+    code, body = chat(port, "Tell me a story.", max_tokens=tokens, ignore_eos=True)
+    assert code == 200 and json.loads(body)["usage"]["completion_tokens"] == tokens
+    return time.monotonic() - started
+
+
+def nccl_net_of(text):
+    sys.path.insert(0, os.path.join(REPO, "plugins", "module_utils"))
+    import sparkfleet_nccl_net
+    return sparkfleet_nccl_net.nccl_net(text)
+
+
+def test_nccl_net_ib_without_a_verbs_device_fails_both_ranks_like_vllm(procs):
+    """The fabric role's NCCL_NET=IB in a container without --device /dev/infiniband."""
+    fabric = {"NCCL_NET": "IB", "NCCL_IB_HCA": "rocep1s0f1", "NCCL_SOCKET_IFNAME": "lo"}
+    head, worker, _ = start_pair(procs, sim_env(NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="INIT,NET", **fabric),
+                                 sim_env(NCCL_DEBUG="WARN", **fabric))
+    assert wait_exit(worker) == 1 and wait_exit(head) == 1
+    head_log, worker_log = log_of(head), log_of(worker)
+    # INFO shows why; WARN only the failure (with NCCL's blank line and timestamp before it)
+    info = NCCL_INFO.findall(head_log)
+    assert info[:4] == ["NCCL_IB_HCA set to rocep1s0f1", "NET/IB : No device found.",
+                        "NET/IB : Using [RO]; OOB lo:127.0.0.1<0>", "Failed to initialize NET plugin IB"]
+    assert not any("Using network" in line for line in info)
+    assert NCCL_INFO.findall(worker_log) == []
+    for text in (head_log, worker_log):
+        assert NCCL_WARN.findall(text) == [("plugin/net.cc:379", "Failed to initialize any NET plugin")]
+        assert "\n\n[" in text
+        assert "ERROR" in text and "[multiproc_executor.py:1057] WorkerProc failed to start." in text
+        # vLLM 0.33.0's TP group creates its NCCL communicator with pynccl
+        assert "RuntimeError: NCCL error: invalid usage (run with NCCL_DEBUG=WARN for details)\n" \
+               "Last error:\nFailed to initialize any NET plugin" in text
+        assert "pynccl.py\", line 180, in _init_comm" in text
+        assert nccl_net_of(text) is None
+    assert head_log.index("NET/IB : No device found.") < head_log.index("NCCL WARN Failed to initialize")
+    assert "Starting to load model" not in head_log
+
+
+def test_nccl_net_failure_through_torch_with_split_group(procs):
+    """With VLLM_DISTRIBUTED_USE_SPLIT_GROUP=1 torch's eager communicator fails first (the measured wording)."""
+    env = sim_env(NCCL_NET="IB", NCCL_DEBUG="WARN", NCCL_SOCKET_IFNAME="lo", VLLM_DISTRIBUTED_USE_SPLIT_GROUP="1")
+    head, worker, _ = start_pair(procs, env, env)
+    assert wait_exit(worker) == 1 and wait_exit(head) == 1
+    assert "torch.distributed.DistBackendError: NCCL error in: /pytorch/torch/csrc/distributed/c10d/" \
+           "NCCLUtils.cpp:93, invalid usage (run with NCCL_DEBUG=WARN for details), NCCL version 2.28.9\n" \
+           "ncclInvalidUsage: This usually reflects invalid usage of NCCL library.\nLast error:\n" \
+           "Failed to initialize any NET plugin" in log_of(head)
+
+
+def test_nccl_net_ib_with_verbs_devices_serves_at_full_speed(procs, tmp_path):
+    env = sim_env(NCCL_NET="IB", NCCL_IB_HCA="rocep1s0f1,roceP2p1s0f1", NCCL_SOCKET_IFNAME="lo",
+                  NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="INIT,NET", VLLM_SIM_DEV_INFINIBAND=verbs_dir(tmp_path),
+                  VLLM_SIM_TOKEN_DELAY="0.02")
+    head, worker, port = start_pair(procs, env, env)
+    wait_health(port, head)
+    for text in (log_of(head), log_of(worker)):
+        info = NCCL_INFO.findall(text)
+        assert "NET/IB : Using [0]rocep1s0f1:1/RoCE [1]roceP2p1s0f1:1/RoCE [RO]; OOB lo:127.0.0.1<0>" in info
+        assert info[-1] == "Using network IB"
+        assert "NET/IB : No device found." not in info and not any("NET/Socket" in line for line in info)
+        assert NCCL_WARN.findall(text) == []
+        assert nccl_net_of(text) == "IB"
+    # 40 tokens at 0.02 s: 0.8 s, well below the sockets road's 2.4 s
+    assert timed_answer(port, 40) < 2.0
+
+
+def test_nccl_net_falls_back_to_sockets_without_nccl_net_and_decodes_slower(procs):
+    head, worker, port = start_pair(
+        procs, sim_env(NCCL_SOCKET_IFNAME="lo", NCCL_DEBUG="INFO", VLLM_SIM_TOKEN_DELAY="0.02"),
+        # NCCL_DEBUG=WARN: a road without failure prints nothing
+        sim_env(NCCL_SOCKET_IFNAME="lo", NCCL_DEBUG="WARN", VLLM_SIM_TOKEN_DELAY="0.02"))
+    wait_health(port, head)
+    info = NCCL_INFO.findall(log_of(head))
+    assert info == ["NET/IB : No device found.", "NET/IB : Using [RO]; OOB lo:127.0.0.1<0>",
+                    "Failed to initialize NET plugin IB", "NET/Socket : Using [0]lo:127.0.0.1<0>",
+                    "Initialized NET plugin Socket", "Assigned NET plugin Socket to comm", "Using network Socket"]
+    assert nccl_net_of(log_of(head)) == "Socket"
+    assert "NCCL" not in log_of(worker) and nccl_net_of(log_of(worker)) is None
+    # sockets: 3x the token delay (40 x 0.02 x 3 = 2.4 s)
+    assert timed_answer(port, 40) >= 2.3
+
+
+def test_nccl_debug_levels_and_subsystems(tmp_path):
+    from vllm_sim import nccl
+    fallback = nccl.road({"NCCL_SOCKET_IFNAME": "lo"}, str(tmp_path / "none"))
+    assert fallback.net == "Socket"
+    failed = nccl.road({"NCCL_NET": "IB", "NCCL_SOCKET_IFNAME": "lo"}, str(tmp_path / "none"))
+    assert failed.net is None and nccl.last_error(failed) == "Failed to initialize any NET plugin"
+
+    def shown(road, **env):
+        return nccl.visible_lines(road, env, host="spark-a1.lan", pid=7, tid=9, now=0)
+
+    assert shown(fallback) == shown(fallback, NCCL_DEBUG="VERSION") == shown(fallback, NCCL_DEBUG="WARN") == []
+    assert shown(failed) == shown(failed, NCCL_DEBUG="VERSION") == []
+    warn = shown(failed, NCCL_DEBUG="WARN")
+    assert warn[0] == "" and warn[1].endswith(" spark-a1:7:9 [0] plugin/net.cc:379 NCCL WARN Failed to initialize "
+                                              "any NET plugin")
+    assert shown(failed, NCCL_DEBUG="info", NCCL_DEBUG_SUBSYS="INIT,NET")[-2:] == warn
+    assert shown(fallback, NCCL_DEBUG="INFO")[-1] == "spark-a1:7:9 [0] NCCL INFO Using network Socket"
+    # a line prints when any of its subsystems is asked for: NET alone hides the INIT-only
+    # "Using network", ^NET keeps the INIT|NET lines, ENV shows none of these
+    net_only = shown(fallback, NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="NET")
+    assert len(net_only) == 6 and not any("Using network" in line for line in net_only)
+    assert shown(fallback, NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="^NET") == shown(fallback, NCCL_DEBUG="INFO")
+    assert shown(fallback, NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="ENV") == []
+    # NCCL_NET=Socket never tries IB; NCCL_IB_DISABLE=1 skips it silently
+    only_socket = nccl.road({"NCCL_NET": "Socket", "NCCL_SOCKET_IFNAME": "lo"}, verbs_dir(tmp_path))
+    assert only_socket.net == "Socket" and not any("NET/IB" in text for _, _, _, text in only_socket.lines)
+    disabled = nccl.road({"NCCL_IB_DISABLE": "1", "NCCL_SOCKET_IFNAME": "lo"}, str(tmp_path / "infiniband"))
+    assert disabled.net == "Socket" and [t for _, _, _, t in disabled.lines][0] == "Failed to initialize NET plugin IB"
+
+
+def test_hub_model_offline_and_not_cached_fails_like_vllm(tmp_path):
+    env = sim_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    r = run_cli("serve", "fraserprice/DeepSeek-V4-Flash-DSpark", "--headless", env=env)
+    assert r.returncode == 1
+    assert r.stderr.rstrip().endswith(
+        "huggingface_hub.errors.LocalEntryNotFoundError: Cannot find an appropriate cached snapshot folder for "
+        "the specified revision on the local disk and outgoing traffic has been disabled. To enable repo "
+        "look-ups and downloads online, pass 'local_files_only=False' as input.")
+    assert 'repo_utils.py", line 301, in get_model_path' in r.stderr
+    # online, or cached: it gets past the engine args (and stops at --headless on rank 0)
+    assert "--headless is only valid" in run_cli("serve", "fraserprice/DeepSeek-V4-Flash-DSpark", "--headless",
+                                                 env=sim_env(HF_HOME=str(tmp_path / "hf"))).stderr
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--fraserprice--DeepSeek-V4-Flash-DSpark"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    r = run_cli("serve", "fraserprice/DeepSeek-V4-Flash-DSpark", "--headless", env=env)
+    assert r.returncode == 1 and "--headless is only valid" in r.stderr
+    assert "HF_HUB_OFFLINE is True, replace model_id [fraserprice/DeepSeek-V4-Flash-DSpark] to model_path [%s]" % (
+        repo / "snapshots" / commit) in r.stdout
+    # another revision is not cached
+    r = run_cli("serve", "fraserprice/DeepSeek-V4-Flash-DSpark", "--revision", "v2", "--headless", env=env)
+    assert "LocalEntryNotFoundError" in r.stderr
+
+
+def test_without_gpus_or_a_cpu_target_the_cli_cannot_infer_a_device():
+    """A CUDA image run without --gpus (a check container missing VLLM_TARGET_DEVICE=cpu, or a
+    serving argv that lost --gpus) fails the way vLLM 0.33.0 does, before any output."""
+    env = sim_env()
+    del env["NVIDIA_VISIBLE_DEVICES"]
+    for args in (["--version"], ["serve", "--help"], ["bench", "serve", "--help"]):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 1 and result.stdout == ""
+        assert "RuntimeError: Failed to infer device type" in result.stderr
+    assert run_cli("--version", env=dict(env, NVIDIA_VISIBLE_DEVICES="void")).returncode == 1
+    assert run_cli("--version", env=dict(env, VLLM_TARGET_DEVICE="cpu")).returncode == 0
+    assert run_cli("--version").returncode == 0

@@ -10,6 +10,7 @@ non-default arguments, validate the environment, build the engine config
 import argparse
 import json
 import os
+import re
 import sys
 
 from . import fingerprint
@@ -193,6 +194,92 @@ def check_local_model(model):
         for shard in shards:
             if not os.path.isfile(os.path.join(model, shard)):
                 return ("FileNotFoundError", f"[Errno 2] No such file or directory: '{os.path.join(model, shard)}'")
+    return None
+
+
+# huggingface_hub's offline switches and cache layout, as huggingface_hub
+# 1.31.0 (the floor vLLM 0.33.0's METADATA requires) reads them:
+# constants.py (_is_true, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE),
+# file_download.py repo_folder_name and REGEX_COMMIT_HASH.
+HF_TRUE = ("1", "ON", "YES", "TRUE")
+HF_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+HF_OFFLINE_MISS = ("Cannot find an appropriate cached snapshot folder for the specified revision on the local "
+                   "disk and outgoing traffic has been disabled. To enable repo look-ups and downloads online, "
+                   "pass 'local_files_only=False' as input.")
+REPO_UTILS = ARG_UTILS.replace("engine/arg_utils.py", "transformers_utils/repo_utils.py")
+HF_HUB = "/usr/local/lib/python3.11/dist-packages/huggingface_hub/"
+
+
+def hf_offline(env=None):
+    env = os.environ if env is None else env
+    value = env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE")
+    return bool(value) and value.upper() in HF_TRUE
+
+
+def hf_hub_cache(env=None):
+    env = os.environ if env is None else env
+    home = os.path.expandvars(os.path.expanduser(env.get(
+        "HF_HOME", os.path.join(env.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")),
+                                "huggingface"))))
+    legacy = env.get("HUGGINGFACE_HUB_CACHE", os.path.join(home, "hub"))
+    return os.path.expandvars(os.path.expanduser(env.get("HF_HUB_CACHE", legacy)))
+
+
+def offline_snapshot(repo_id, revision=None, env=None):
+    """The cached snapshot folder of a hub repo, or None: huggingface_hub 1.31.0
+    _snapshot_download.py snapshot_download with local_files_only (a commit hash is used as is,
+    a branch or tag through refs/<revision>; the folder snapshots/<commit> must exist)."""
+    storage = os.path.join(hf_hub_cache(env), "models--" + repo_id.replace("/", "--"))
+    revision = revision or "main"
+    commit = revision if HF_COMMIT.match(revision) else None
+    if commit is None:
+        try:
+            with open(os.path.join(storage, "refs", revision), encoding="utf-8") as handle:
+                commit = handle.read()
+        except OSError:
+            return None
+    folder = os.path.join(storage, "snapshots", commit)
+    return folder if os.path.isdir(folder) else None
+
+
+def resolve_offline(args):
+    """HF_HUB_OFFLINE: a hub model ID becomes its cached snapshot, or start-up fails.
+
+    vLLM 0.33.0 engine/arg_utils.py EngineArgs.__post_init__ (run when the serve command builds
+    its engine args, before the engine config and the environment check) replaces the model (and
+    a given tokenizer) with transformers_utils/repo_utils.py get_model_path: the path itself when
+    it exists, else hf_api().snapshot_download(local_files_only=True, ignore_patterns="*"), which
+    raises huggingface_hub.errors.LocalEntryNotFoundError (huggingface_hub 1.31.0
+    _snapshot_download.py:360) when the snapshot is not in the local cache. Paths that do not
+    exist are left to check_local_model (huggingface_hub's repo-ID validation refuses them).
+    Returns (exc_type, message, frames) or None.
+    """
+    if not hf_offline():
+        return None
+    for dest, rev_dest in (("model", "revision"), ("tokenizer", "tokenizer_revision")):
+        repo_id = getattr(args, dest, None)
+        if not repo_id or os.path.exists(repo_id) or repo_id.startswith(("/", "./")):
+            continue
+        folder = offline_snapshot(repo_id, getattr(args, rev_dest, None))
+        if folder is None:
+            line = 939 if dest == "model" else 949
+            code = "self.model = get_model_path(self.model, self.revision)" if dest == "model" else \
+                "self.tokenizer = get_model_path(self.tokenizer, self.tokenizer_revision)"
+            return ("huggingface_hub.errors.LocalEntryNotFoundError", HF_OFFLINE_MISS, [
+                (ARG_UTILS, 1977, "from_cli_args", "engine_args = cls("),
+                (ARG_UTILS, line, "__post_init__", code),
+                (REPO_UTILS, 301, "get_model_path", "return hf_api().snapshot_download("),
+                (HF_HUB + "utils/_validators.py", 88, "_inner_fn", "return fn(*args, **kwargs)"),
+                (HF_HUB + "hf_api.py", 6831, "snapshot_download", "return snapshot_download("),
+                (HF_HUB + "utils/_validators.py", 88, "_inner_fn", "return fn(*args, **kwargs)"),
+                (HF_HUB + "_snapshot_download.py", 360, "snapshot_download", "raise LocalEntryNotFoundError(")])
+        log.info("arg_utils.py:941" if dest == "model" else "arg_utils.py:951",
+                 f"HF_HUB_OFFLINE is True, replace {'model_id' if dest == 'model' else 'tokenizer_id'} "
+                 f"[{repo_id}] to {'model_path' if dest == 'model' else 'tokenizer_path'} [{folder}]")
+        setattr(args, dest, folder)
+        # ModelConfig names the served model after the (now local) model unless told otherwise.
+        if dest == "model" and "served_model_name" not in args.explicit:
+            args.served_model_name = [folder]
     return None
 
 
@@ -386,6 +473,9 @@ def serve_main(argv):
     src = "api_server.py:1885" if not args.headless else "launcher.py:94"
     log.info(src, f"vLLM API server version {fingerprint.release_version()}")
 
+    offline = resolve_offline(args)
+    if offline:
+        fatal("arg_utils.py:939", f"{offline[0]}: {offline[1]}", offline[2])
     validate_environ(args, fp)
     err = validate(args) or speculative_config(args, fp)
     if err:
@@ -400,12 +490,41 @@ def serve_main(argv):
     return server.run(args, faults)
 
 
+def platform():
+    """The platform vLLM 0.33.0 would detect here: "cuda", "cpu" or None.
+
+    vllm/platforms/__init__.py: the CPU plugin answers when VLLM_TARGET_DEVICE
+    is "cpu"; the CUDA plugin when NVML initialises and counts a GPU, which in
+    a container happens once NVIDIA's prestart hook injected the devices and
+    the driver library: `docker run --gpus` is what asks for that, and it sets
+    NVIDIA_VISIBLE_DEVICES in the container (seen on a lab node). Neither: the
+    UnspecifiedPlatform, and DeviceConfig raises (config/device.py).
+    """
+    if os.environ.get("VLLM_TARGET_DEVICE", "cuda").lower() == "cpu":
+        return "cpu"
+    visible = os.environ.get("NVIDIA_VISIBLE_DEVICES", "").strip().lower()
+    if visible and visible not in ("void", "none"):
+        return "cuda"
+    return None
+
+
+# config/device.py DeviceConfig.__post_init__, raised while the CLI builds its
+# parsers (every sub-command's, --help and --version included): exit 1, empty stdout.
+NO_PLATFORM = ("RuntimeError: Failed to infer device type, please set the environment variable "
+               "`VLLM_LOGGING_LEVEL=DEBUG` to turn on verbose logging to help debug the issue.")
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         sys.stdout.reconfigure(line_buffering=True)
     except Exception:
         pass
+    if platform() is None:
+        sys.stderr.write("Traceback (most recent call last):\n  File \"/usr/local/bin/vllm\", line 10, in <module>\n"
+                         "    sys.exit(main())\n  File \"vllm/config/device.py\", line 55, in __post_init__\n"
+                         "%s\n" % NO_PLATFORM)
+        return 1
     try:
         if argv[:1] != ["serve"]:
             fingerprint.load()

@@ -16,6 +16,7 @@ import time
 
 from . import fingerprint
 from . import log
+from . import nccl
 from .cli import fatal, SimExit
 
 HEARTBEAT_INTERVAL = 1.0
@@ -44,6 +45,9 @@ def hello_from_args(args):
         "enable_expert_parallel": bool(args.enable_expert_parallel),
         "speculative_config": args.speculative_config,
         "vllm_version": fingerprint.release_version(),
+        # Not compared: each rank's NCCL picks its own network; the head
+        # decodes at the pace of the slower one.
+        "nccl_net": args.nccl_road.net if getattr(args, "nccl_road", None) else None,
     }
 
 
@@ -64,6 +68,7 @@ class Peer:
         self.addr = addr
         self.rfile = sock.makefile("rb")
         self.wlock = threading.Lock()
+        self.nccl_net = None
 
     def send(self, obj):
         data = (json.dumps(obj) + "\n").encode()
@@ -82,6 +87,68 @@ class Peer:
             self.sock.close()
         except OSError:
             pass
+
+
+VLLM_PKG = "/usr/local/lib/python3.11/dist-packages/vllm/"
+
+
+def _nccl_failed(this_road):
+    """The rank's first NCCL communicator fails: no network plugin is left (NCCL_NET=IB without a verbs
+    device). vLLM 0.33.0's TP group creates it with pynccl (pynccl_wrapper.py NCCL_CHECK raises
+    RuntimeError(f"NCCL error: {error_str}") + "\nLast error:\n" + ncclGetLastError());
+    with VLLM_DISTRIBUTED_USE_SPLIT_GROUP=1 torch creates it first, eagerly, and raises
+    DistBackendError (torch/csrc/distributed/c10d/NCCLUtils.hpp C10D_NCCL_CHECK,
+    getNcclErrorDetailStr; file, line and version as measured with torch 2.11). The error string is
+    NCCL's ncclGetErrorString(ncclInvalidUsage) (src/init.cc). The worker process logs
+    "WorkerProc failed to start." (v1/executor/multiproc_executor.py:1057) and the rank exits 1."""
+    detail = "Last error:\n" + nccl.last_error(this_road)
+    usage = "invalid usage (run with NCCL_DEBUG=WARN for details)"
+    if nccl.uses_split_group():
+        exc_line = (f"torch.distributed.DistBackendError: NCCL error in: "
+                    f"/pytorch/torch/csrc/distributed/c10d/NCCLUtils.cpp:93, {usage}, NCCL version "
+                    f"{nccl.NCCL_VERSION}\nncclInvalidUsage: This usually reflects invalid usage of NCCL "
+                    f"library.\n{detail}")
+        frames = [(VLLM_PKG + "distributed/parallel_state.py", 1965, "init_distributed_environment",
+                   "_init_process_group_for_split_group("),
+                  (VLLM_PKG + "distributed/parallel_state.py", 1765, "_init_process_group_for_split_group",
+                   "torch.distributed.init_process_group(")]
+    else:
+        exc_line = f"RuntimeError: NCCL error: {usage}\n{detail}"
+        frames = [(VLLM_PKG + "v1/worker/gpu_worker.py", 504, "init_device", "init_worker_distributed_environment("),
+                  (VLLM_PKG + "v1/worker/gpu_worker.py", 1723, "init_worker_distributed_environment",
+                   "ensure_model_parallel_initialized("),
+                  (VLLM_PKG + "distributed/parallel_state.py", 2418, "ensure_model_parallel_initialized",
+                   "initialize_model_parallel("),
+                  (VLLM_PKG + "distributed/parallel_state.py", 2175, "initialize_model_parallel",
+                   "_TP = init_model_parallel_group("),
+                  (VLLM_PKG + "distributed/device_communicators/cuda_communicator.py", 108, "__init__",
+                   "self.pynccl_comm = PyNcclCommunicator("),
+                  (VLLM_PKG + "distributed/device_communicators/pynccl.py", 163, "__init__",
+                   "self._init_comm(device)"),
+                  (VLLM_PKG + "distributed/device_communicators/pynccl.py", 180, "_init_comm",
+                   "self.comm: ncclComm_t = self.nccl.ncclCommInitRank("),
+                  (VLLM_PKG + "distributed/device_communicators/pynccl_wrapper.py", 498, "ncclCommInitRank",
+                   "self.NCCL_CHECK("),
+                  (VLLM_PKG + "distributed/device_communicators/pynccl_wrapper.py", 464, "NCCL_CHECK",
+                   'raise RuntimeError(f"NCCL error: {error_str}")')]
+    log.error("multiproc_executor.py:1057", "WorkerProc failed to start.")
+    fatal("multiproc_executor.py:1057", exc_line, frames)
+
+
+def form_tp_group(args, peer_nets=()):
+    """This rank's part of the TP group's NCCL communicator, once the rendezvous is complete.
+
+    Prints NCCL's network lines (at the rank's NCCL_DEBUG), fails the rank the way vLLM does
+    when NCCL has no network, else records in args.nccl_net the network the pair decodes over
+    (Socket when either rank uses sockets; server.py slows decoding by
+    nccl.SOCKET_DECODE_FACTOR then)."""
+    this_road = args.nccl_road
+    nccl.emit(this_road)
+    if this_road.net is None:
+        _nccl_failed(this_road)
+    nets = [this_road.net] + [net for net in peer_nets if net]
+    args.nccl_net = "Socket" if "Socket" in nets else this_road.net
+    return args.nccl_net
 
 
 def _addr_in_use(port):
@@ -127,6 +194,7 @@ def head_rendezvous(args, stop_event, timeout):
     need = args.nnodes - 1
     lsock = _listen(addr, port)
     lsock.settimeout(0.5)
+    args.nccl_road = nccl.road()
     mine = hello_from_args(args)
     log.info(SRC, f"TCPStore listening on {addr}:{port}; waiting for {need} headless "
                   f"node(s) to join (timeout {timeout:g}s)")
@@ -168,6 +236,7 @@ def head_rendezvous(args, stop_event, timeout):
             peer.close()
             fatal(SRC, f"RuntimeError: {msg}")
         peer.rank = rank
+        peer.nccl_net = hello.get("nccl_net")
         peer.send(dict(mine, type="welcome"))
         peers[rank] = peer
         log.info(SRC, f"Headless node rank {rank} joined from {caddr[0]}:{caddr[1]} "
@@ -175,6 +244,7 @@ def head_rendezvous(args, stop_event, timeout):
     log.info(SRC, f"world_size={args.tensor_parallel_size * args.pipeline_parallel_size} "
                   f"rank=0 local_rank=0 distributed_init_method=tcp://{addr}:{port} backend=nccl")
     threading.Thread(target=_reject_late, args=(lsock, mine), daemon=True).start()
+    form_tp_group(args, [peer.nccl_net for peer in peers.values()])
     return list(peers.values())
 
 
@@ -216,6 +286,7 @@ def worker_rendezvous(args, stop_event, timeout):
                           f"(attempt {attempt}: {e.strerror or e})")
             stop_event.wait(1.0)
     peer = Peer(sock, 0, (addr, port))
+    args.nccl_road = nccl.road()
     mine = hello_from_args(args)
     try:
         peer.send(mine)
@@ -230,6 +301,7 @@ def worker_rendezvous(args, stop_event, timeout):
                    f"{args.node_rank} and node rank 0 ({addr}): {diff}")
     log.info(SRC, f"Joined head node at {addr}:{port} as node rank {args.node_rank}; "
                   f"world_size={args.tensor_parallel_size * args.pipeline_parallel_size}")
+    form_tp_group(args, [reply.get("nccl_net")])
     return peer
 
 

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import fingerprint
 from . import log
+from . import nccl
 from . import rendezvous
 from . import textgen
 from .cli import SimExit, env_float, fatal
@@ -88,6 +89,10 @@ class Engine:
         # slow_decode=F: every token takes F times as long (a configuration
         # that answers correctly but slower, for the performance gate).
         self.token_delay = env_float("VLLM_SIM_TOKEN_DELAY", 0.01) * float(faults.get("slow_decode", 1.0))
+        # A pair whose NCCL fell back to sockets decodes slower (nccl.py says
+        # why and by how much); intra-node TP needs no network and keeps pace.
+        if getattr(args, "nccl_net", None) == "Socket":
+            self.token_delay *= nccl.SOCKET_DECODE_FACTOR
         # stall_once=S: the first time STALL_AT_RUNNING requests run at once
         # (a benchmark's concurrent round, more than the health gate's 4
         # requests), tokens take 3x as long for S seconds: a transient stall

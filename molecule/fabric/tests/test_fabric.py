@@ -32,9 +32,10 @@ def test_env_file_is_this_nodes_own(host):
     assert env["NCCL_IB_GID_INDEX"] == "3"
     assert env["NCCL_NET"] == "IB" and env["NCCL_IB_DISABLE"] == "0" and env["NCCL_CROSS_NIC"] == "1"
     assert env["NCCL_CUMEM_ENABLE"] == "0" and env["NCCL_IGNORE_CPU_AFFINITY"] == "1"
-    assert env["NCCL_DEBUG"] == "WARN"
-    # No RDMA device in the lab, none named: no HCA line rather than a wrong one.
-    assert "NCCL_IB_HCA" not in env
+    # INFO on the INIT and NET subsystems: the journal says which network NCCL picked.
+    assert env["NCCL_DEBUG"] == "INFO" and env["NCCL_DEBUG_SUBSYS"] == "INIT,NET"
+    # The cabled port and its Socket Direct twin, from the node's RDMA sysfs tree.
+    assert env["NCCL_IB_HCA"] == "rocep1s0f1,roceP2p1s0f1"
 
 
 def test_env_file_is_usable_as_docker_env_file(host):
@@ -42,15 +43,21 @@ def test_env_file_is_usable_as_docker_env_file(host):
         assert line.startswith("#") or ("=" in line and " " not in line.split("=", 1)[0])
 
 
-def test_link_config_rendered_for_inspection_only(host):
-    rendered = host.file("/etc/sparkfleet/fabric-link/40-sparkfleet-fabric.network")
-    assert rendered.exists and rendered.mode == 0o644
-    lines = rendered.content_string.splitlines()
+def test_link_is_managed_by_systemd_networkd(host):
+    """spark_fabric_manage_link is true here: the .network file is installed and its handlers applied it."""
+    installed = host.file("/etc/systemd/network/40-sparkfleet-fabric.network")
+    assert installed.exists and installed.mode == 0o644
+    lines = installed.content_string.splitlines()
     for line in ("Name=eth0", "MTUBytes=9000", "Address=%s/24" % IP[name_of(host)], "DHCP=no",
                  "LinkLocalAddressing=no", "RequiredForOnline=no"):
         assert line in lines
-    # spark_fabric_manage_link is false in the lab: Docker keeps eth0's address.
-    assert not host.file("/etc/systemd/network/40-sparkfleet-fabric.network").exists
+    # The handlers started networkd (enabled for the next boot) and reconfigured the fabric interface.
+    networkd = host.service("systemd-networkd")
+    assert networkd.is_running and networkd.is_enabled
+    status = host.run("networkctl status eth0")
+    assert "40-sparkfleet-fabric.network" in status.stdout and "configured" in status.stdout, status.stdout
+    # The link is managed, so nothing is left in the preview directory.
+    assert not host.file("/etc/sparkfleet/fabric-link/40-sparkfleet-fabric.network").exists
     assert host.file("/usr/local/libexec/sparkfleet/sparkfleet-nccl-check").mode == 0o755
 
 
