@@ -16,6 +16,10 @@ MGMT_NETWORK = "sparkfleet-lab"
 MGMT_SUBNET = "10.77.0.0/24"
 FABRIC_PREFIX = 24
 ENDPOINT = "lab-endpoint"
+ENDPOINT_ADDRESS = "10.77.0.5"
+# A registry on the endpoint host (Debian's docker-registry, started by the
+# test that uses it), so a prebuilt image pinned by digest is pulled for real.
+LAB_REGISTRY = "%s:5000" % ENDPOINT_ADDRESS
 CONTAINER_PREFIX = "sparkfleet-lab-"
 LABEL = "sparkfleet.lab"
 
@@ -50,7 +54,7 @@ def address_plan(pairs, endpoint=True):
                 "fabric_address": "10.78.%d.%d" % (index, host),
                 "fabric_interface": None,
             })
-    ep = {"name": ENDPOINT, "mgmt_address": "10.77.0.5"} if endpoint else None
+    ep = {"name": ENDPOINT, "mgmt_address": ENDPOINT_ADDRESS} if endpoint else None
     return nodes, ep
 
 
@@ -186,6 +190,12 @@ def write_fixture_checkpoint(directory, shard_sizes=FIXTURE_SHARDS):
         json.dump({"architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4",
                    "quantization_config": {"quant_method": "fp8"}}, handle, indent=1)
     return sorted(os.listdir(directory))
+
+
+def node_docker_daemon_json():
+    """/etc/docker/daemon.json of a lab node: overlay2 on the node's volume, and the lab registry
+    over plain HTTP (a real registry has TLS; the lab has no certificate authority)."""
+    return json.dumps({"storage-driver": "overlay2", "insecure-registries": [LAB_REGISTRY]}, indent=2) + "\n"
 
 
 def render_image_vars(base_ref, base_id):

@@ -8,11 +8,12 @@ serving container was given, which network NCCL picked, who Ansible logged in as
 import json
 import os
 import subprocess
+import time
 
 import pytest
 import yaml
 
-from conftest import INVENTORY, ROOT, docker_exec, unit_of
+from conftest import INVENTORY, ROOT, docker_exec, main_pid, playbook, unit_of
 
 EXAMPLE = os.path.join(ROOT, "inventory", "example", "hosts.yml")
 
@@ -134,3 +135,50 @@ def test_controller_steps_run_as_a_user_without_sudo(lab, operator_home, tmp_pat
     assert result.returncode == 0, output[-3000:]
     with open(status_json, encoding="utf-8") as handle:
         assert sorted(row["pair"] for row in json.load(handle)["pairs"]) == sorted(lab)
+
+
+def _lab_lib():
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "lab"))
+    import sparkfleet_lab_lib  # noqa: E402  (the lab's own constants)
+
+    return sparkfleet_lab_lib
+
+
+LAB_REGISTRY = _lab_lib().LAB_REGISTRY  # on the endpoint host
+
+
+@pytest.mark.untimed
+def test_a_prebuilt_image_pinned_by_registry_digest_is_pulled(lab):
+    """inventory/example's image road: sparkfleet_image_build false and sparkfleet_image_ref
+    pinned by digest in a registry. Pair a's running image is pushed to the lab's registry, then
+    pair a converges with that reference: the worker, which holds the bits under another name
+    only, pulls it by digest; the image ID is the one already serving, so nothing restarts."""
+    head, worker = lab["a"]["head"], lab["a"]["worker"]
+    docker_exec("sparkfleet-lab-lab-endpoint", "systemctl", "start", "docker-registry")
+    launch = json.loads(docker_exec(head["container"], "cat", "/etc/sparkfleet/sparkfleet-vllm-head.json").stdout)
+    image_id = launch["image_id"]
+    repository = "%s/sparkfleet/vllm-spark" % LAB_REGISTRY
+    docker_exec(head["container"], "docker", "tag", image_id, repository + ":road")
+    for _ in range(30):
+        pushed = docker_exec(head["container"], "docker", "push", "-q", repository + ":road", check=False)
+        if pushed.returncode == 0:
+            break
+        time.sleep(1)
+    assert pushed.returncode == 0, pushed.stderr
+    digest_ref = docker_exec(head["container"], "docker", "image", "inspect", "--format",
+                             "{{index .RepoDigests 0}}", image_id).stdout.strip()
+    assert digest_ref.startswith(repository + "@sha256:"), digest_ref
+    docker_exec(head["container"], "docker", "image", "rm", repository + ":road")
+    assert docker_exec(worker["container"], "docker", "image", "inspect", digest_ref, check=False).returncode != 0
+    pids = {node["name"]: main_pid(node) for node in (head, worker)}
+
+    rc, output = playbook("site.yml", "--limit", "localhost,%s,%s" % (head["name"], worker["name"]),
+                          "-e", "sparkfleet_image_build=false", "-e", "sparkfleet_image_ref=%s" % digest_ref,
+                          "-e", "spark_image_archive=")
+    assert rc == 0, output[-4000:]
+    assert "TASK [spark_image : Pull the serving image]" in output
+    assert docker_exec(worker["container"], "docker", "image", "inspect", "--format", "{{.Id}}",
+                       digest_ref).stdout.strip() == image_id
+    assert {node["name"]: main_pid(node) for node in (head, worker)} == pids, "the pair restarted"

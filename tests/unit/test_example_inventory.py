@@ -163,6 +163,8 @@ def test_the_container_gets_the_gpus_and_the_rdma_devices(run):
         docker = launch["argv"][:launch["argv"].index("serve")]
         assert _value(docker, "--gpus") == "all", (case["name"], host, docker)
         assert _value(docker, "--device") == "/dev/infiniband", (case["name"], host, docker)
+        # NCCL over RoCE registers memory: unlimited memlock and a Spark-sized shm (the lab lowers both).
+        assert "memlock=-1:-1" in docker and "--shm-size=64g" in docker, (case["name"], host, docker)
 
 
 def test_rendezvous_and_nccl_use_the_fabric_addresses(run):

@@ -154,3 +154,12 @@ def test_sim_image_stages_the_pinned_vllm_files_checked_against_the_fingerprint(
     key = lib.sim_image_key([str(tmp_path)], fake, "sha256:base")
     moved = dict(fake, files={"vllm/a/b.py": {"sha256": "1" * 64, "size": len(data)}})
     assert lib.sim_image_key([str(tmp_path)], moved, "sha256:base") != key
+
+
+def test_node_docker_trusts_only_the_lab_registry_over_plain_http():
+    import json
+
+    daemon = json.loads(lib.node_docker_daemon_json())
+    assert daemon == {"storage-driver": "overlay2", "insecure-registries": ["10.77.0.5:5000"]}
+    _, endpoint = lib.address_plan(1)
+    assert lib.LAB_REGISTRY == endpoint["mgmt_address"] + ":5000"
