@@ -27,7 +27,7 @@ ABSENT = None
 
 
 def _empty():
-    return {"version": RECORD_VERSION, "files": {}, "json_keys": {}, "json_existed": {}, "sysctl": {},
+    return {"version": RECORD_VERSION, "files": {}, "json_keys": {}, "json_existed": {}, "json_original": {}, "sysctl": {},
             "packages": {}, "created_dirs": [], "units": {}}
 
 
@@ -110,6 +110,9 @@ def record_json_keys(record, path, keys):
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
         current = json.loads(text) if text.strip() else {}
+        # The text as it was, so an uninstall that leaves the other keys alone
+        # puts back the same bytes (key order and layout), not an equal JSON.
+        record["json_original"].setdefault(path, text)
     entry = record["json_keys"].setdefault(path, {})
     added = []
     for key in keys:
@@ -235,10 +238,14 @@ def restore_json_keys(record, path, check_mode=False):
     changed_keys = sorted(k for k in entry if current.get(k) != wanted.get(k) or (k in current) != (k in wanted))
     if not check_mode:
         if wanted or record["json_existed"].get(path, True):
+            original = record["json_original"].get(path)
             tmp = path + ".sparkfleet-tmp"
             with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(wanted, handle, indent=2)
-                handle.write("\n")
+                if original is not None and (json.loads(original) if original.strip() else {}) == wanted:
+                    handle.write(original)
+                else:
+                    json.dump(wanted, handle, indent=2)
+                    handle.write("\n")
             shutil.copymode(path, tmp)
             os.replace(tmp, path)
         else:

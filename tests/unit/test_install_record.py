@@ -58,6 +58,22 @@ def test_daemon_json_gets_its_own_keys_back_and_keeps_later_ones(tmp_path):
     assert rec.restore_json_keys(record, daemon) == []
 
 
+def test_daemon_json_left_alone_otherwise_comes_back_byte_for_byte(tmp_path):
+    # A Spark's daemon.json as NVIDIA's tools write it: its own key order and layout.
+    daemon = str(tmp_path / "daemon.json")
+    original = '{\n    "runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}},\n' \
+               '    "default-runtime": "nvidia"\n}\n'
+    write(daemon, original)
+    record = rec.load(str(tmp_path / "r.json"))
+    rec.record_json_keys(record, daemon, ["default-ulimits"])
+    # The install rewrites it with sorted keys (to_nice_json) and its own key.
+    merged = dict(json.loads(original), **{"default-ulimits": {"memlock": {"Hard": -1}}})
+    write(daemon, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    assert rec.restore_json_keys(record, daemon)
+    assert read(daemon) == original
+    assert rec.restore_json_keys(record, daemon) == []
+
+
 def test_a_daemon_json_sparkfleet_created_is_removed(tmp_path):
     daemon = str(tmp_path / "daemon.json")
     record = rec.load(str(tmp_path / "r.json"))
