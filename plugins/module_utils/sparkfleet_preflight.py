@@ -28,6 +28,7 @@ import glob
 import os
 import re
 
+from sparkfleet_rollout import RolloutPlanError, batch_size
 from sparkfleet_topology import NODE_ROLES, TopologyError, build_pairs
 
 # Variable name prefixes owned by sparkfleet and its roles: an inventory
@@ -242,6 +243,68 @@ def _check_controller(controller, report):
                % _show(become))
 
 
+def _check_rollout(controller, pair_count, report):
+    """The rollout settings rolling_restart.yml plans with on the controller: refused here, before
+    any pair is drained, rather than by the plan filter halfway into the rollout."""
+    if controller is None:
+        return
+    batch = controller.get("sparkfleet_roll_batch", 1)
+    if not isinstance(batch, _Unresolved):
+        try:
+            if isinstance(batch, bool):
+                raise RolloutPlanError("a boolean")
+            batch_size(batch, max(pair_count, 1))
+        except RolloutPlanError:
+            report.add(controller.name, "sparkfleet_roll_batch is %s; must be a whole number of pairs (1 or more) "
+                                        "or a share of the fleet above 0%% and at most 100%%, such as '25%%'"
+                       % _show(batch))
+    serving = controller.get("sparkfleet_roll_min_serving_pairs", 1)
+    if not isinstance(serving, _Unresolved):
+        count = None if isinstance(serving, bool) else _as_int(serving)
+        if count is None or count < 0:
+            report.add(controller.name, "sparkfleet_roll_min_serving_pairs is %s; must be a whole number, 0 or more "
+                                        "(pairs that keep serving while others restart)" % _show(serving))
+        elif pair_count > 1 and count >= pair_count:
+            report.add(controller.name, "sparkfleet_roll_min_serving_pairs is %d; must be less than the fleet's %d "
+                                        "pairs, or no pair can restart while that many keep serving"
+                       % (count, pair_count))
+    for setting in ("sparkfleet_roll_canary", "sparkfleet_perf_gate"):
+        value = controller.get(setting, True)
+        if not isinstance(value, _Unresolved) and _as_bool(value) is None:
+            report.add(controller.name, "%s is %s; must be true or false" % (setting, _show(value)))
+
+
+def _check_gate_share(head, report):
+    """The performance gate's share of the last known good: above 0 and at most 1. Above 1 no pair
+    can pass, so every rollout would drain, restart and roll back its canary (two cold starts)."""
+    for setting in ("sparkfleet_perf_gate_share", "spark_health_perf_gate_share"):
+        value = head.get(setting, _MISSING)
+        if value is _MISSING or isinstance(value, _Unresolved):
+            continue
+        try:
+            share = None if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            share = None
+        if share is None or not 0 < share <= 1:
+            report.add(head.name, "%s is %s; must be a number above 0 and at most 1 (the share of its last "
+                                  "known good figures a rolled pair must reach; 0.9 is 90%%)" % (setting, _show(value)))
+
+
+def _check_distinct_addresses(fleet, nodes, report):
+    """Two Sparks cannot be one machine: each node's ansible_host is its own (a copy-paste
+    slip would have Ansible configure one box twice and the other never)."""
+    seen = {}
+    for name in nodes:
+        address = fleet[name].get("ansible_host", _MISSING)
+        if address is _MISSING or isinstance(address, _Unresolved) or address in (None, ""):
+            continue
+        seen.setdefault(str(address), []).append(name)
+    for address, names in seen.items():
+        if len(names) > 1:
+            report.add(None, "%s: ansible_host is %s on each; every Spark must have its own address"
+                       % (", ".join(names), address))
+
+
 def _check_ports(host, settings, defaults, report):
     """Each port a valid number, and no two of the ports this host listens on the same."""
     seen = {}
@@ -365,6 +428,7 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
         _check_names(fleet[name], known, report)
 
     _check_topology(fleet, nodes, report)
+    _check_distinct_addresses(fleet, nodes, report)
 
     roles = {name: fleet[name].get("sparkfleet_node_role", None) for name in nodes}
     heads, workers = {}, {}
@@ -378,6 +442,7 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
         if roles[name] == "head":
             composed = _check_profile(host, report)
             pair = str(host.get("sparkfleet_pair", None))
+            _check_gate_share(host, report)
             if len(heads.get(pair, [])) == 1:
                 _check_stop_bounds(host, report)
                 if composed is not None:
@@ -385,6 +450,9 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
                                       [host] + [fleet[worker] for worker in workers.get(pair, [])], report)
         _check_model_dir(host, report)
         _check_image(host, report)
+
+    controller_host = None if controller is None else _Host(CONTROLLER, controller, report)
+    _check_rollout(controller_host, len(heads), report)
 
     for name in fleet:
         host = fleet[name]

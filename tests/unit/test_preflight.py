@@ -451,3 +451,68 @@ def test_a_misspelt_flag_stops_preflight_with_one_line_naming_the_nearest(tmp_pa
     assert ("spark-01: --max-num-seqz is not a `vllm serve` option of vLLM 0.33.0 (pinned fingerprint); "
             "nearest: --max-num-seqs") in output, output[-4000:]
     assert "Task failed: Finalization" not in output and "Error while resolving" not in output
+
+
+ROLL_BATCH = ("localhost: sparkfleet_roll_batch is {value}; must be a whole number of pairs (1 or more) or a share "
+              "of the fleet above 0% and at most 100%, such as '25%'")
+GATE_SHARE = ("spark-01, spark-03: sparkfleet_perf_gate_share is {value}; must be a number above 0 and at most 1 "
+              "(the share of its last known good figures a rolled pair must reach; 0.9 is 90%)")
+
+
+@pytest.mark.parametrize("value, shown", [(0, "0"), ("0", "'0'"), ("150%", "'150%'"), ("0%", "'0%'"),
+                                          ("two", "'two'"), (True, "true"), (-1, "-1")])
+def test_a_rollout_batch_no_plan_can_use_is_refused(value, shown):
+    assert check(controller={"sparkfleet_roll_batch": value}) == [ROLL_BATCH.format(value=shown)]
+
+
+@pytest.mark.parametrize("value", [1, "3", "25%", "100%", 12])
+def test_a_rollout_batch_of_pairs_or_a_share_is_accepted(value):
+    assert check(controller={"sparkfleet_roll_batch": value}) == []
+
+
+def test_min_serving_pairs_must_leave_a_pair_to_restart():
+    # The example fleet has two pairs.
+    assert check(controller={"sparkfleet_roll_min_serving_pairs": 2}) == [
+        "localhost: sparkfleet_roll_min_serving_pairs is 2; must be less than the fleet's 2 pairs, "
+        "or no pair can restart while that many keep serving"]
+    assert check(controller={"sparkfleet_roll_min_serving_pairs": -1}) == [
+        "localhost: sparkfleet_roll_min_serving_pairs is -1; must be a whole number, 0 or more "
+        "(pairs that keep serving while others restart)"]
+    assert check(controller={"sparkfleet_roll_min_serving_pairs": 1, "sparkfleet_roll_canary": "maybe"}) == [
+        "localhost: sparkfleet_roll_canary is 'maybe'; must be true or false"]
+
+
+@pytest.mark.parametrize("value, shown", [(1.5, "1.5"), (0, "0"), ("fast", "'fast'"), (-0.1, "-0.1"), (90, "90")])
+def test_a_performance_gate_share_no_pair_can_pass_is_refused(value, shown):
+    changes = {node: {"sparkfleet_perf_gate_share": value} for node in NODES}
+    assert check(changes) == [GATE_SHARE.format(value=shown)]
+
+
+@pytest.mark.parametrize("value", [1, 0.9, "0.75"])
+def test_a_performance_gate_share_up_to_one_is_accepted(value):
+    assert check({node: {"sparkfleet_perf_gate_share": value} for node in NODES}) == []
+
+
+def test_two_sparks_with_one_address_are_refused():
+    assert check(on("spark-03", ansible_host="192.168.1.101")) == [
+        "spark-01, spark-03: ansible_host is 192.168.1.101 on each; every Spark must have its own address"]
+
+
+def test_bad_rollout_settings_stop_the_rollout_in_preflight_with_one_line(tmp_path):
+    """rolling_restart.yml refuses a batch no plan can use in its preflight, before any pair is
+    drained, in one line and without Ansible's filter wrapper text."""
+    inventory = _example_inventory(tmp_path)
+    env = _ansible_env()
+    env["HOME"] = str(tmp_path)
+    playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    run = subprocess.run([playbook, "-i", str(inventory), "playbooks/rolling_restart.yml",
+                          "-e", "sparkfleet_roll_batch=150%", "-e", "sparkfleet_perf_gate_share=1.5"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-4000:]
+    lines = [line.strip() for line in output.splitlines()]
+    assert ROLL_BATCH.format(value="'150%'") in lines, output[-4000:]
+    # -e gives a string: shown quoted, as the operator typed it.
+    assert GATE_SHARE.format(value="'1.5'") in lines, output[-4000:]
+    assert "Finalization" not in output, output[-4000:]
+    assert "PLAY [Plan the rollout]" not in output, "the rollout went past its preflight"
