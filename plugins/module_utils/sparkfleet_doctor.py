@@ -48,7 +48,10 @@ FILES = (
 # The units whose journals since boot go into the bundle.
 UNITS = ("sparkfleet-vllm-head", "sparkfleet-vllm-worker", "docker", "earlyoom", "sparkfleet-port-guard")
 
-KERNEL_LINE = re.compile(r"Xid|NVRM|GSP")
+# GPU driver lines, and the kernel's OOM killer (mm/oom_kill.c: "<who> invoked oom-killer",
+# "oom-kill:constraint=...", "Out of memory: Killed process <pid> (<comm>) total-vm:...", its
+# "Memory cgroup out of memory:" variant, "oom_reaper: reaped process").
+KERNEL_LINE = re.compile(r"Xid|NVRM|GSP|invoked oom-killer|oom-kill:|[Oo]ut of memory: Killed process|oom_reaper")
 
 _SECRET_PATTERNS = (
     # NAME=value and NAME: value where the name says key, token, secret or password.
@@ -109,6 +112,12 @@ SIGNATURES = (
      "systemd stopped restarting a unit that kept failing (its start limit was hit)",
      re.compile(r"Start request repeated too quickly"),
      "fix the cause named above, then `systemctl reset-failed <unit>` and start it (or re-run site.yml)."),
+    ("oom-kill",
+     "the kernel's OOM killer killed a process (unified memory ran out)",
+     re.compile(r"[Oo]ut of memory: Killed process \d+"),
+     "read kernel.txt for the victim and free.txt for what is left; on a Spark the GPU's memory is the "
+     "host's: lower the profile's gpu_memory_utilization or stop what else runs there, and keep earlyoom's "
+     "--avoid on vLLM (spark_host)."),
     ("rank-died",
      "a rank died and took the engine down (EngineDeadError)",
      re.compile(r"EngineDeadError"),
@@ -120,6 +129,36 @@ SIGNATURES = (
      "note the Xid number in kernel.txt and nvidia-smi.txt; a reboot of the pair (drained at the endpoint "
      "first) clears most, repeated ones need NVIDIA support."),
 )
+
+
+# systemd's words for a unit's main process ending on a signal: `docker run` passes the
+# container's end on as 128 + signal (137 SIGKILL, 143 SIGTERM); a process killed itself is
+# "code=killed". A stop systemd was asked for logs "Stopping <unit>" first.
+_KILLED_EXIT = re.compile(r"Main process exited, code=(?:exited, status=(?:137|143)/|killed, status=(?:9/KILL|15/TERM))")
+_STOPPING = re.compile(r"systemd\[\d+\]: Stopping ")
+_STARTING = re.compile(r"systemd\[\d+\]: Start(?:ing|ed) ")
+RANK_KILLED = ("rank-killed",
+               "a rank was killed by a signal while serving (no stop was asked for): the OOM killer, a person or "
+               "another tool",
+               "look for oom-kill in kernel.txt first; otherwise find who sent it (`docker events`, the auth "
+               "log). systemd restarts the rank; `playbooks/status.yml` shows whether the pair healed.")
+
+
+def _killed_while_serving(texts):
+    """(file, line) of the last signal death of a journal's unit that no stop request preceded."""
+    hit = None
+    for name in sorted(texts):
+        if not name.startswith("journal-"):
+            continue
+        stopping = False
+        for line in texts[name].splitlines():
+            if _STOPPING.search(line):
+                stopping = True
+            elif _STARTING.search(line):
+                stopping = False
+            elif _KILLED_EXIT.search(line) and not stopping:
+                hit = (name, line.strip()[:300])
+    return hit
 
 
 def match_signatures(texts):
@@ -134,6 +173,10 @@ def match_signatures(texts):
                     hit = (name, line.strip()[:300])
         if hit:
             found.append({"key": key, "meaning": meaning, "fix": fix, "file": hit[0], "evidence": hit[1]})
+    killed = _killed_while_serving(texts)
+    if killed:
+        key, meaning, fix = RANK_KILLED
+        found.append({"key": key, "meaning": meaning, "fix": fix, "file": killed[0], "evidence": killed[1]})
     return found
 
 

@@ -10,7 +10,7 @@ short_description: Collect a node's diagnostic bundle (secrets redacted) and nam
 description:
   - Collects unit journals since boot, the serving containers' state, sparkfleet's rendered files, sysctl
     and limits in force, memory, RDMA devices and the GID table, links and MTU, C(nvidia-smi -q), kernel
-    lines with Xid/NVRM/GSP and the serving images' provenance into a tar.gz at O(archive).
+    lines with Xid/NVRM/GSP or the OOM killer and the serving images' provenance into a tar.gz at O(archive).
   - Redacts secrets (the values in O(secrets), and anything named like a key, token or password).
   - A program that is missing is listed in C(missing), not fatal.
   - Matches the collected text against known failure signatures and returns each found with its fix.

@@ -18,6 +18,9 @@ LINES = {
     "start-limit": "sparkfleet-vllm-head.service: Start request repeated too quickly.",
     "rank-died": "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue.",
     "gpu-xid": "NVRM: Xid (PCI:000f:01:00): 79, pid=1234, GPU has fallen off the bus.",
+    "oom-kill": "2026-12-04T05:12:09+0000 spark-a2 kernel: Out of memory: Killed process 48211 (VLLM::Worker) "
+                "total-vm:131204912kB, anon-rss:9912344kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:40212kB "
+                "oom_score_adj:0",
 }
 
 
@@ -72,3 +75,53 @@ def test_gid_table_reads_non_zero_gids(tmp_path):
     (port / "gids" / "1").write_text("0000:0000:0000:0000:0000:0000:0000:0000\n")
     (port / "gid_attrs" / "types" / "0").write_text("RoCE v2\n")
     assert doctor.gid_table(str(tmp_path)) == ["mlx5_0 1 0 fe80:0000:0000:0000:0000:0000:0000:0001 RoCE v2"]
+
+
+WORKER = "sparkfleet-vllm-worker.service"
+
+
+def journal(*lines):
+    return {"journal-%s.txt" % WORKER: "\n".join("2026-12-04T05:%02d:00+0000 spark-a2 %s" % (i, line)
+                                                  for i, line in enumerate(lines)) + "\n"}
+
+
+@pytest.mark.parametrize("exit_line", [
+    "Main process exited, code=exited, status=137/n/a",  # docker run passing on its container's SIGKILL
+    "Main process exited, code=exited, status=143/n/a",
+    "Main process exited, code=killed, status=9/KILL",
+])
+def test_a_rank_killed_while_serving_is_named(exit_line):
+    found = doctor.match_signatures(journal(
+        "systemd[1]: Started %s - sparkfleet vLLM worker." % WORKER,
+        "sparkfleet-launch[812]: INFO Loading weights took 41.2 seconds",
+        "systemd[1]: %s: %s" % (WORKER, exit_line),
+        "systemd[1]: %s: Failed with result 'exit-code'." % WORKER,
+        "systemd[1]: %s: Scheduled restart job, restart counter is at 1." % WORKER,
+        "systemd[1]: Started %s - sparkfleet vLLM worker." % WORKER))
+    assert [item["key"] for item in found] == ["rank-killed"]
+    assert found[0]["evidence"].endswith(exit_line) and "killed by a signal while serving" in found[0]["meaning"]
+
+
+def test_a_stop_that_was_asked_for_is_not_a_kill():
+    # A rollout or reboot stops the unit; its exit on SIGTERM or after docker stop's bound is expected.
+    assert doctor.match_signatures(journal(
+        "systemd[1]: Started %s - sparkfleet vLLM worker." % WORKER,
+        "systemd[1]: Stopping %s - sparkfleet vLLM worker..." % WORKER,
+        "systemd[1]: %s: Main process exited, code=exited, status=143/n/a" % WORKER,
+        "systemd[1]: Stopped %s - sparkfleet vLLM worker." % WORKER)) == []
+    # ... but a kill after the next start is one.
+    found = doctor.match_signatures(journal(
+        "systemd[1]: Stopping %s - sparkfleet vLLM worker..." % WORKER,
+        "systemd[1]: Stopped %s - sparkfleet vLLM worker." % WORKER,
+        "systemd[1]: Started %s - sparkfleet vLLM worker." % WORKER,
+        "systemd[1]: %s: Main process exited, code=exited, status=137/n/a" % WORKER))
+    assert [item["key"] for item in found] == ["rank-killed"]
+
+
+def test_an_oom_kill_is_named_before_the_kill_it_explains():
+    texts = journal("systemd[1]: %s: Main process exited, code=exited, status=137/n/a" % WORKER)
+    texts["kernel.txt"] = "\n".join(doctor.kernel_lines(
+        "boring\npython3 invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP), order=0\n"
+        + LINES["oom-kill"] + "\n"))
+    assert "invoked oom-killer" in texts["kernel.txt"] and "boring" not in texts["kernel.txt"]
+    assert [item["key"] for item in doctor.match_signatures(texts)] == ["oom-kill", "rank-killed"]
