@@ -1,5 +1,6 @@
 """playbooks/doctor.yml: a bundle per node, secrets redacted, and the held-master-port signature named
-after one is staged (a process that is not vLLM holding 29501 when the head starts)."""
+after one is staged (a process that is not vLLM holding 29501 when the head starts); a rank killed by
+SIGKILL is named from the words the node's own systemd wrote."""
 
 import glob
 import os
@@ -8,7 +9,9 @@ import subprocess
 import tarfile
 import time
 
-from conftest import API_KEY_FILE, docker_exec, playbook, wait_serving
+import pytest
+
+from conftest import API_KEY_FILE, docker_exec, playbook, unit_of, wait_serving
 
 PAIR_A = "localhost,spark-a1,spark-a2"
 # SO_REUSEADDR: the stopped head leaves TIME_WAIT connections on the port.
@@ -62,3 +65,28 @@ def test_doctor_names_a_held_master_port_and_keeps_secrets_out(lab, tmp_path):
             assert key not in bundle.extractfile(member).read().decode("utf-8", "replace"), member.name
     # Nothing left behind on the nodes.
     assert docker_exec(host, "ls", "/var/tmp/sparkfleet-doctor-spark-a1.tar.gz", check=False).returncode != 0
+
+
+def restarts(node):
+    return int(docker_exec(node["container"], "systemctl", "show", "--property", "NRestarts", "--value",
+                           unit_of(node)).stdout.strip() or 0)
+
+
+@pytest.mark.untimed
+def test_doctor_names_a_rank_killed_by_a_signal_after_the_pair_healed(lab, tmp_path):
+    head, worker = lab["b"]["head"], lab["b"]["worker"]
+    head_before, worker_before = restarts(head), restarts(worker)
+    # What the OOM killer or a stray `kill -9` does: the worker's container dies on SIGKILL (exit 137).
+    docker_exec(worker["container"], "docker", "kill", "--signal", "KILL", unit_of(worker))
+    # The head loses its rank and exits; systemd restarts both and they meet again.
+    deadline = time.monotonic() + 120
+    while (restarts(head) <= head_before or restarts(worker) <= worker_before) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert restarts(worker) > worker_before and restarts(head) > head_before, "systemd did not restart pair b"
+    wait_serving(head["ansible_host"])
+    rc, output = playbook("playbooks/doctor.yml", "--limit", "localhost,%s" % worker["name"],
+                          "-e", "sparkfleet_doctor_dir=%s" % tmp_path, timeout=300)
+    assert rc == 0, output[-3000:]
+    flat = re.sub(r"\n\s+", " ", output)
+    assert "%s: rank-killed (a rank was killed by a signal while serving" % worker["name"] in flat, flat[-3000:]
+    assert re.search(r"seen in journal-sparkfleet-vllm-worker.txt: .*Main process exited, code=exited, status=137/", flat)
