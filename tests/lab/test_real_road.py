@@ -171,6 +171,9 @@ def test_a_prebuilt_image_pinned_by_registry_digest_is_pulled(lab):
                              "{{index .RepoDigests 0}}", image_id).stdout.strip()
     assert digest_ref.startswith(repository + "@sha256:"), digest_ref
     docker_exec(head["container"], "docker", "image", "rm", repository + ":road")
+    # A lab brought up again without `down` keeps each node's /var/lib/docker volume, and with it
+    # the reference an earlier run of this test pulled: untag it (the image stays, tagged otherwise).
+    docker_exec(worker["container"], "docker", "image", "rm", digest_ref, check=False)
     assert docker_exec(worker["container"], "docker", "image", "inspect", digest_ref, check=False).returncode != 0
     pids = {node["name"]: main_pid(node) for node in (head, worker)}
 
