@@ -17,13 +17,14 @@ description:
   - Admin state is read from C(show servers state) bits, health and sessions from C(show stat).
 options:
   socket:
-    description: Path of the runtime API socket (C(stats socket ... level admin)).
+    description: Path of the runtime API socket (C(stats socket ... level admin)); the playbooks pass
+      C(fleet_endpoint_admin_socket).
     type: path
-    default: /run/haproxy/admin.sock
+    required: true
   backend:
-    description: Backend holding the heads.
+    description: Backend holding the heads; the playbooks pass C(fleet_endpoint_backend).
     type: str
-    default: vllm_heads
+    required: true
   server:
     description: Server to act on (the head's inventory hostname). Required unless O(state=info).
     type: str
@@ -64,6 +65,7 @@ options:
 EXAMPLES = r"""
 - name: Drain a head and wait for its in-flight completions
   sparkfleet_haproxy:
+    socket: /run/haproxy/admin.sock
     backend: vllm_heads
     server: spark-a1
     state: drain
@@ -73,6 +75,7 @@ EXAMPLES = r"""
 
 - name: Read every head's state
   sparkfleet_haproxy:
+    socket: /run/haproxy/admin.sock
     backend: vllm_heads
   register: endpoint
 """
@@ -154,8 +157,8 @@ def run(module, endpoint, result):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            socket=dict(type="path", default="/run/haproxy/admin.sock"),
-            backend=dict(type="str", default="vllm_heads"),
+            socket=dict(type="path", required=True),
+            backend=dict(type="str", required=True),
             server=dict(type="str"),
             state=dict(type="str", default="info", choices=["info", "ready", "drain", "maint"]),
             wait_idle=dict(type="bool", default=False),

@@ -54,7 +54,8 @@ def served_by(host, n=12):
 
 
 def runtime(host, **args):
-    """Run the sparkfleet_haproxy module on the endpoint host."""
+    """Run the sparkfleet_haproxy module on the endpoint host (the socket and backend group_vars/all names)."""
+    args = dict({"socket": "/run/haproxy/admin.sock", "backend": "vllm_heads"}, **args)
     return host.ansible("sparkfleet_haproxy", " ".join("%s=%s" % kv for kv in args.items()), check=False,
                         become=False)
 
