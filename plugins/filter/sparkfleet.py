@@ -24,6 +24,8 @@ import sparkfleet_rollout as rollout  # noqa: E402  pylint: disable=wrong-import
 import sparkfleet_status as status  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_topology as topology  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_vllm_args as vllm_args  # noqa: E402  pylint: disable=wrong-import-position
+import sparkfleet_vllm_check as vllm_check  # noqa: E402  pylint: disable=wrong-import-position
+import sparkfleet_vllm_profile as vllm_profile  # noqa: E402  pylint: disable=wrong-import-position
 
 
 # Only these inventory facts feed the topology. Reading whole hostvars would
@@ -98,16 +100,16 @@ def sparkfleet_serve_args(profile, node, service):
 
 
 def sparkfleet_drain_bound(profile, cap):
-    """Seconds a stop waits for in-flight answers under this profile (see vllm_args.drain_bound)."""
+    """Seconds a stop waits for in-flight answers under this profile (see vllm_profile.drain_bound)."""
     try:
-        return vllm_args.drain_bound(dict(profile), cap)
+        return vllm_profile.drain_bound(dict(profile), cap)
     except (vllm_args.LaunchConfigError, TypeError, ValueError) as exc:
         raise AnsibleFilterError("sparkfleet drain bound: %s" % exc)
 
 
 def sparkfleet_profile_errors(profile, name):
     """Problems with a composed launch profile (types, ranges, allowed values); [] when valid."""
-    return vllm_args.profile_errors(str(name), dict(profile))
+    return vllm_profile.profile_errors(str(name), dict(profile))
 
 
 def sparkfleet_env_lines(env, node_ip=None):
@@ -124,7 +126,7 @@ _FINGERPRINTS = {}
 def _fingerprint(path):
     if path not in _FINGERPRINTS:
         try:
-            _FINGERPRINTS[path] = vllm_args.load_fingerprint(path)
+            _FINGERPRINTS[path] = vllm_check.load_fingerprint(path)
         except (OSError, ValueError) as exc:
             raise AnsibleFilterError("sparkfleet vLLM fingerprint: cannot read %s (%s); run "
                                      "scripts/vllm-fingerprint for the pinned release" % (path, exc))
@@ -138,11 +140,11 @@ def sparkfleet_launch_check(args, fingerprint_path, env=None, extra_env=None):
     unknown names in ``extra_env`` (site additions) are warned about.
     """
     fingerprint = _fingerprint(str(fingerprint_path))
-    surface = vllm_args.Surface.from_fingerprint(fingerprint)
-    problems, warnings = vllm_args.check_argv(list(args), surface)
+    surface = vllm_check.Surface.from_fingerprint(fingerprint)
+    problems, warnings = vllm_check.check_argv(list(args), surface)
     known = fingerprint.get("env", [])
     for target, names in ((problems, env), (warnings, extra_env)):
-        for name, near in vllm_args.unknown_env(dict(names or {}), known):
+        for name, near in vllm_check.unknown_env(dict(names or {}), known):
             target.append("environment variable %s is not known to vLLM %s%s (vLLM logs \"Unknown vLLM "
                           "environment variable detected\" and ignores it)"
                           % (name, surface.version, "; nearest: %s" % near if near else ""))
@@ -152,10 +154,10 @@ def sparkfleet_launch_check(args, fingerprint_path, env=None, extra_env=None):
 def sparkfleet_help_check(args, help_text, source="the image's vLLM"):
     """Problems of an argv against the options the image's own `vllm serve --help=all` lists."""
     try:
-        surface = vllm_args.Surface.from_help(str(help_text), str(source))
+        surface = vllm_check.Surface.from_help(str(help_text), str(source))
     except vllm_args.LaunchConfigError as exc:
         return {"problems": [str(exc)], "warnings": []}
-    problems, warnings = vllm_args.check_argv(list(args), surface)
+    problems, warnings = vllm_check.check_argv(list(args), surface)
     return {"problems": problems, "warnings": warnings}
 
 

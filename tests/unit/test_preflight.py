@@ -13,7 +13,7 @@ import yaml
 from conftest import ROOT
 
 from sparkfleet_preflight import combine, known_variables, problems
-from sparkfleet_vllm_args import drain_bound
+from sparkfleet_vllm_profile import drain_bound
 
 EXAMPLE = os.path.join(ROOT, "inventory", "example")
 KNOWN = known_variables(ROOT)

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-import sparkfleet_vllm_args as vllm_args
+import sparkfleet_vllm_check as vllm_check
+import sparkfleet_vllm_profile as vllm_profile
 from sparkfleet_vllm_args import LaunchConfigError, render_env, render_serve_args
 
 HEAD = {"pair": "a", "role": "head", "rank": 0, "nnodes": 2, "master_addr": "10.0.0.1"}
@@ -103,16 +104,16 @@ options:
   --kv-cache-dtype ['auto', 'fp8']
                         --not-a-flag mentioned in prose
 """
-    surface = vllm_args.Surface.from_help(text)
+    surface = vllm_check.Surface.from_help(text)
     assert "--not-a-flag" not in surface.by_flag
     assert surface.by_flag["--no-enable-prefix-caching"][1] is True  # hidden, still accepted
     assert surface.by_flag["--disable-prefix-caching"][1] is True
     assert surface.by_flag["--no-enforce-eager"][1] is True
-    problems, _ = vllm_args.check_argv(
+    problems, _ = vllm_check.check_argv(
         ["m", "--port=1", "--host", "x", "--served-model-name", "a", "b", "--hf-token", "--headless",
          "--no-enable-prefix-caching", "--moe-backend", "triton", "--kv-cache-dtype", "fp8"], surface)
     assert problems == []
-    problems, _ = vllm_args.check_argv(["m", "--prot", "1", "--moe-backend", "b12", "--kv-cache-dtype", "fp9",
+    problems, _ = vllm_check.check_argv(["m", "--prot", "1", "--moe-backend", "b12", "--kv-cache-dtype", "fp9",
                                         "--headless", "yes"], surface)
     assert problems[0].startswith("--prot is not a `vllm serve` option") and "nearest: --port" in problems[0]
     assert any("--moe-backend: invalid choice 'b12'" in p for p in problems)
@@ -122,9 +123,9 @@ options:
 
 def test_grouped_help_without_options_is_refused_with_the_fix():
     with pytest.raises(LaunchConfigError, match="ask it for `--help=all`"):
-        vllm_args.Surface.from_help("usage: vllm serve [model_tag] [options]\n\nConfig Groups:\n  ModelConfig\n")
+        vllm_check.Surface.from_help("usage: vllm serve [model_tag] [options]\n\nConfig Groups:\n  ModelConfig\n")
     with pytest.raises(LaunchConfigError, match="could not read any option"):
-        vllm_args.Surface.from_help("no flags here")
+        vllm_check.Surface.from_help("no flags here")
 
 
 def shipped_profiles():
@@ -144,7 +145,7 @@ def compose(defaults, profile):
 
 
 def test_shipped_profiles_are_valid_and_render_for_both_ranks():
-    from sparkfleet_vllm_args import profile_errors
+    from sparkfleet_vllm_profile import profile_errors
     defaults, profiles = shipped_profiles()
     assert set(profiles) == {"latency", "balanced", "throughput", "long_context_1m"}
     for name, profile in profiles.items():
@@ -178,7 +179,7 @@ def test_shipped_profiles_are_valid_and_render_for_both_ranks():
     ({"checkpoint": 7}, "checkpoint must be str, got 7"),
 ])
 def test_profile_spec_refuses_bad_values_with_the_field(change, message):
-    from sparkfleet_vllm_args import profile_errors
+    from sparkfleet_vllm_profile import profile_errors
     defaults, profiles = shipped_profiles()
     errors = profile_errors("balanced", {**compose(defaults, profiles["balanced"]), **change})
     assert any(message in e for e in errors), errors
@@ -186,7 +187,7 @@ def test_profile_spec_refuses_bad_values_with_the_field(change, message):
 
 def test_a_profile_names_its_checkpoint_and_never_a_model():
     """A profile says which hub repository it needs; the argv's model is always the mounted local checkpoint."""
-    from sparkfleet_vllm_args import profile_errors
+    from sparkfleet_vllm_profile import profile_errors
     defaults, profiles = shipped_profiles()
     assert not any("model" in profile for profile in profiles.values())
     assert profiles["long_context_1m"]["checkpoint"] == "fraserprice/DeepSeek-V4-Flash-DSpark"
@@ -214,7 +215,7 @@ def test_max_answer_tokens_is_vllms_server_wide_max_new_tokens():
     ({}, 900, 900),  # no figures: the cap is the bound
 ])
 def test_drain_bound_is_the_longest_answer_at_the_decode_rate_capped(profile, cap, bound):
-    assert vllm_args.drain_bound(profile, cap) == bound
+    assert vllm_profile.drain_bound(profile, cap) == bound
 
 
 def test_every_shipped_profile_states_its_decode_rate():
@@ -226,4 +227,4 @@ def test_every_shipped_profile_states_its_decode_rate():
     for name, profile in data["sparkfleet_profiles"].items():
         composed = dict(data["sparkfleet_profile_defaults"], **profile)
         assert composed.get("decode_tok_s_per_stream") and composed.get("max_answer_tokens"), name
-        assert vllm_args.profile_errors(name, composed) == []
+        assert vllm_profile.profile_errors(name, composed) == []

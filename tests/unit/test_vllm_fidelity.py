@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT
 
 import sparkfleet_vllm_args as vllm_args
+import sparkfleet_vllm_check as vllm_check
 import vllm_release
 from test_vllm_args import HEAD, SERVICE, WORKER, compose, shipped_profiles
 
@@ -60,17 +61,17 @@ def test_plain_help_of_the_release_lists_no_option_and_the_check_says_so():
     assert "Config Groups" in text
     # The old scan found only --help in the description's "--help=ModelConfig".
     with pytest.raises(vllm_args.LaunchConfigError, match="--help=all"):
-        vllm_args.Surface.from_help(text)
+        vllm_check.Surface.from_help(text)
 
 
 def test_help_all_of_the_release_reads_back_to_the_fingerprint(fingerprint, help_all):
-    from_help = vllm_args.Surface.from_help(help_all)
-    pinned = vllm_args.Surface.from_fingerprint(fingerprint)
+    from_help = vllm_check.Surface.from_help(help_all)
+    pinned = vllm_check.Surface.from_fingerprint(fingerprint)
     assert set(from_help.by_flag) == set(pinned.by_flag)
     for flag, (option, negated) in pinned.by_flag.items():
         seen, seen_negated = from_help.by_flag[flag]
         assert seen_negated == negated, flag
-        assert vllm_args._arity(seen) == vllm_args._arity(option), flag
+        assert vllm_check._arity(seen) == vllm_check._arity(option), flag
         if option["choices"] is not None:
             assert seen["choices"] == [str(c) for c in option["choices"]], flag
         assert (seen.get("known_values") or None) == (option.get("known_values") or None), flag
@@ -87,17 +88,17 @@ def profile_argvs():
 @pytest.mark.parametrize("name, role, composed, argv", list(profile_argvs()),
                          ids=lambda v: v if isinstance(v, str) else "")
 def test_every_profile_passes_the_release_on_both_checks(name, role, composed, argv, fingerprint, help_all):
-    pinned = vllm_args.Surface.from_fingerprint(fingerprint)
-    assert vllm_args.check_argv(argv, pinned) == ([], []), (name, role)
-    assert vllm_args.check_argv(argv, vllm_args.Surface.from_help(help_all)) == ([], []), (name, role)
-    assert vllm_args.unknown_env(composed["env"], fingerprint["env"]) == [], name
+    pinned = vllm_check.Surface.from_fingerprint(fingerprint)
+    assert vllm_check.check_argv(argv, pinned) == ([], []), (name, role)
+    assert vllm_check.check_argv(argv, vllm_check.Surface.from_help(help_all)) == ([], []), (name, role)
+    assert vllm_check.unknown_env(composed["env"], fingerprint["env"]) == [], name
 
 
 def test_a_misspelt_flag_is_named_with_the_nearest_real_one(fingerprint):
     defaults, profiles = shipped_profiles()
     composed = compose(defaults, {**profiles["balanced"], "extra_args": ["--max-num-seqz", "8"]})
     argv = vllm_args.render_serve_args(composed, HEAD, SERVICE)
-    problems, _ = vllm_args.check_argv(argv, vllm_args.Surface.from_fingerprint(fingerprint))
+    problems, _ = vllm_check.check_argv(argv, vllm_check.Surface.from_fingerprint(fingerprint))
     assert problems == ["--max-num-seqz is not a `vllm serve` option of vLLM %s (pinned fingerprint); "
                         "nearest: --max-num-seqs" % fingerprint["release"]["version"]]
 
@@ -118,7 +119,7 @@ def test_a_misspelt_flag_is_named_with_the_nearest_real_one(fingerprint):
     (["m", "--enable-prefix-caching=1"], "--enable-prefix-caching takes no value"),
 ])
 def test_the_pinned_release_refuses_what_real_vllm_refuses(argv, expected, fingerprint):
-    problems, _ = vllm_args.check_argv(argv, vllm_args.Surface.from_fingerprint(fingerprint))
+    problems, _ = vllm_check.check_argv(argv, vllm_check.Surface.from_fingerprint(fingerprint))
     assert any(expected in p for p in problems), problems
 
 
@@ -133,20 +134,20 @@ def test_the_pinned_release_refuses_what_real_vllm_refuses(argv, expected, finge
     ["m", "--compilation-config", '{"cudagraph_mode": "full_and_piecewise"}'],
 ])
 def test_the_pinned_release_accepts_the_forms_real_vllm_accepts(argv, fingerprint):
-    assert vllm_args.check_argv(argv, vllm_args.Surface.from_fingerprint(fingerprint))[0] == []
+    assert vllm_check.check_argv(argv, vllm_check.Surface.from_fingerprint(fingerprint))[0] == []
 
 
 def test_deprecated_speculative_method_is_a_warning_naming_the_new_one(fingerprint):
-    problems, warnings = vllm_args.check_argv(
+    problems, warnings = vllm_check.check_argv(
         ["m", "--speculative-config", json.dumps({"method": "deepseek_mtp", "num_speculative_tokens": 2})],
-        vllm_args.Surface.from_fingerprint(fingerprint))
+        vllm_check.Surface.from_fingerprint(fingerprint))
     assert problems == []
     assert warnings == ["--speculative-config method 'deepseek_mtp' is deprecated in vLLM %s and replaced "
                         "with 'mtp'" % fingerprint["release"]["version"]]
 
 
 def test_unknown_vllm_variables_are_named_with_the_nearest(fingerprint):
-    found = vllm_args.unknown_env({"VLLM_SKIP_INIT_MEMORY_CHECK": "1", "VLLM_WORKER_MULTIPROC_METHD": "spawn",
+    found = vllm_check.unknown_env({"VLLM_SKIP_INIT_MEMORY_CHECK": "1", "VLLM_WORKER_MULTIPROC_METHD": "spawn",
                                    "NCCL_DEBUG": "INFO", "VLLM_HOST_IP": "1.2.3.4"}, fingerprint["env"])
     assert found[1] == ("VLLM_WORKER_MULTIPROC_METHD", "VLLM_WORKER_MULTIPROC_METHOD")
     assert [name for name, _ in found] == ["VLLM_SKIP_INIT_MEMORY_CHECK", "VLLM_WORKER_MULTIPROC_METHD"]

@@ -18,7 +18,7 @@ import yaml
 
 from conftest import ROOT
 
-import sparkfleet_vllm_args as vllm_args
+import sparkfleet_vllm_check as vllm_check
 import sparkfleet_vllm_release as release
 
 
@@ -32,7 +32,7 @@ def fingerprint_path(version=None):
 
 
 def fingerprint():
-    return vllm_args.load_fingerprint(fingerprint_path())
+    return vllm_check.load_fingerprint(fingerprint_path())
 
 
 def wheel():
