@@ -162,15 +162,19 @@ def sparkfleet_help_check(args, help_text, source="the image's vLLM"):
 
 
 def sparkfleet_fingerprint_log_lines(fingerprint_path, keys=None):
-    """The pinned release's log texts ({key: text}), all or those of ``keys``; an unknown key is an error."""
+    """The pinned release's log texts ({key: text}), all or those of ``keys`` the release has.
+
+    A release may drop one of several equivalent lines (the fingerprint lists
+    it under ``missing``; scripts/vllm-release reports it): the others still
+    serve. None of ``keys`` in the fingerprint is an error."""
     lines = {key: entry["text"] for key, entry in _fingerprint(str(fingerprint_path)).get("log_lines", {}).items()}
     if keys is None:
         return lines
-    missing = [key for key in keys if key not in lines]
-    if missing:
-        raise AnsibleFilterError("sparkfleet vLLM fingerprint %s has no log line %s; regenerate it with "
-                                 "scripts/vllm-fingerprint" % (fingerprint_path, ", ".join(missing)))
-    return [lines[key] for key in keys]
+    present = [lines[key] for key in keys if key in lines]
+    if not present:
+        raise AnsibleFilterError("sparkfleet vLLM fingerprint %s has none of the log lines %s; regenerate it with "
+                                 "scripts/vllm-fingerprint" % (fingerprint_path, ", ".join(keys)))
+    return present
 
 
 def sparkfleet_progress_line(head, worker, pair):

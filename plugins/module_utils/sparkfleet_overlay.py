@@ -226,6 +226,9 @@ def _find(lines, block, near):
     return min(found, key=lambda start: abs(start - near))
 
 
+find_block = _find
+
+
 def patch_state(text, hunks):
     """For each hunk: 'present' (patched form found), 'applicable' or 'conflict'."""
     lines = text.splitlines(True)

@@ -77,6 +77,18 @@ JSON_FLAG_NAMES = frozenset(flag for _, flag in JSON_FLAGS) | {
     "--override-generation-config", "--hf-overrides", "--kv-transfer-config", "-cc", "-sc"}
 
 
+def compose_profile(defaults, profile, overrides=None):
+    """A profile over sparkfleet_profile_defaults (then a pair's overrides), merged the way
+    group_vars/all/fleet.yml merges them with Ansible's combine(recursive=True)."""
+    def merge(base, over):
+        out = dict(base)
+        for key, value in (over or {}).items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+                else value
+        return out
+    return merge(merge(defaults, profile), overrides)
+
+
 def profile_errors(name, profile):
     """Every problem with a composed profile, as messages naming the field."""
     errors = []

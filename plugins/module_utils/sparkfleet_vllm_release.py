@@ -51,6 +51,63 @@ def pin(version, root=None):
     return entry
 
 
+# The platform whose wheel is read: a release's Python sources are the same in
+# every platform's wheel (releases.yml says why), and this one is on PyPI for
+# every release.
+DEFAULT_PLATFORM = "manylinux_2_28_x86_64"
+
+
+def _pip_download(version, platform, dest):
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+               "--no-deps", "--only-binary=:all:", "--platform", platform,
+               "--dest", dest, "vllm==%s" % version]
+    return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+
+
+def fetch_unpinned(version, root=None, platform=DEFAULT_PLATFORM):
+    """Download a release not pinned yet into the cache: (path, sha256, platform)."""
+    import glob
+    import tempfile
+
+    root = root or repo_root()
+    cache = os.path.join(root, CACHE_DIR)
+    os.makedirs(cache, exist_ok=True)
+    found = sorted(glob.glob(os.path.join(cache, "vllm-%s-*%s.whl" % (version, platform))))
+    if not found:
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            result = _pip_download(version, platform, tmp)
+            wheels = sorted(glob.glob(os.path.join(tmp, "vllm-%s-*.whl" % version)))
+            if result.returncode != 0 or not wheels:
+                raise ReleaseError("could not download vLLM %s (%s) from PyPI:\n%s"
+                                   % (version, platform, result.stdout[-2000:]))
+            target = os.path.join(cache, os.path.basename(wheels[0]))
+            os.replace(wheels[0], target)
+            found = [target]
+    return found[0], sha256_file(found[0]), platform
+
+
+def add_pin(version, wheel, sha256, platform, root=None):
+    """Append a release to releases.yml (text, so its comments stay); refuse a
+    pin that already says something else."""
+    root = root or repo_root()
+    releases = load_releases(root)
+    entry = {"wheel": wheel, "sha256": sha256, "platform": platform}
+    if version in releases:
+        if dict(releases[version]) != entry:
+            raise ReleaseError("%s pins %s as %s, the download is %s" % (RELEASES_FILE, version,
+                                                                         releases[version], entry))
+        return False
+    path = os.path.join(root, RELEASES_FILE)
+    with open(path, "r", encoding="utf-8") as handle:
+        text = handle.read()
+    if not text.endswith("\n"):
+        text += "\n"
+    text += '  "%s":\n    wheel: %s\n    sha256: %s\n    platform: %s\n' % (version, wheel, sha256, platform)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return True
+
+
 def wheel_path(version, root=None, download=True):
     """Path of the verified wheel of ``version``, downloading it when missing."""
     root = root or repo_root()
@@ -61,10 +118,7 @@ def wheel_path(version, root=None, download=True):
         if not download:
             raise ReleaseError("%s is not in %s; run scripts/vllm-wheel %s" % (entry["wheel"], cache, version))
         os.makedirs(cache, exist_ok=True)
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                   "--no-deps", "--only-binary=:all:", "--platform", entry["platform"],
-                   "--dest", cache, "vllm==%s" % version]
-        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        result = _pip_download(version, entry["platform"], cache)
         if result.returncode != 0 or not os.path.isfile(path):
             raise ReleaseError("could not download %s from PyPI:\n%s" % (entry["wheel"], result.stdout[-2000:]))
     actual = sha256_file(path)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
+import os
 import re
 
 FINGERPRINT_SCHEMA = 1
@@ -33,41 +35,80 @@ HEALTH = "vllm/entrypoints/serve/instrumentator/health.py"
 # (mirrors _compute_kwargs; checked against the source below).
 _HUMAN_INT_SET = "human_readable_int_args"
 
-# What sparkfleet reads from a running vLLM, each with the file that must
-# contain it in the pinned release. A literal missing from its file is a
-# fingerprint error: the gate reading it would never match.
+# What sparkfleet reads from a running vLLM: metric names and log line texts.
+# Each entry says where it is expected (a hint: the whole tree is searched when
+# the file moved), the texts it may have (a release may reword a line: the
+# first text found wins) and what in sparkfleet reads it, with ``needed`` true
+# when that reader cannot work without it. A literal found nowhere is not an
+# error of the extractor: it is recorded under ``missing`` with its reader,
+# and the release report (scripts/vllm-release) names the consequence.
+def _surface(file, read_by, needed, *texts):
+    return {"file": file, "read_by": read_by, "needed": needed, "texts": texts}
+
+
+_LOGGERS = "vllm/v1/metrics/loggers.py"
+_SPEC_METRICS = "vllm/v1/spec_decode/metrics.py"
+_PROGRESS = "the start-up progress line (phase %s)"
 SURFACE_LITERALS = {
     "metrics": {
-        "vllm:kv_cache_usage_perc": "vllm/v1/metrics/loggers.py",
-        "vllm:num_requests_running": "vllm/v1/metrics/loggers.py",
-        "vllm:num_requests_waiting": "vllm/v1/metrics/loggers.py",
-        "vllm:spec_decode_num_drafts": "vllm/v1/spec_decode/metrics.py",
-        "vllm:spec_decode_num_accepted_tokens": "vllm/v1/spec_decode/metrics.py",
-        "vllm:spec_decode_num_accepted_tokens_per_pos": "vllm/v1/spec_decode/metrics.py",
+        "vllm:kv_cache_usage_perc": _surface(_LOGGERS, "status.yml's KV column; the KV cache alert", False),
+        "vllm:num_requests_running": _surface(_LOGGERS, "status.yml and the rollout's drain (requests in flight)", True),
+        "vllm:num_requests_waiting": _surface(_LOGGERS, "status.yml's queue column; the queue alert", False),
+        "vllm:num_preemptions": _surface(_LOGGERS, "the preemption alert", False),
+        "vllm:prefix_cache_queries": _surface(_LOGGERS, "the dashboard's prefix cache hit rate", False),
+        "vllm:prefix_cache_hits": _surface(_LOGGERS, "the dashboard's prefix cache hit rate", False),
+        "vllm:prompt_tokens": _surface(_LOGGERS, "the dashboard's prompt tok/s", False),
+        "vllm:generation_tokens": _surface(_LOGGERS, "the dashboard's decode tok/s", False),
+        "vllm:request_success": _surface(_LOGGERS, "the dashboard's request rate", False),
+        "vllm:time_to_first_token_seconds": _surface(_LOGGERS, "the TTFT alert and graph", False),
+        "vllm:inter_token_latency_seconds": _surface(_LOGGERS, "the inter-token latency graph", False),
+        "vllm:e2e_request_latency_seconds": _surface(_LOGGERS, "the request latency graph", False),
+        "vllm:request_queue_time_seconds": _surface(_LOGGERS, "the queue time graph", False),
+        "vllm:spec_decode_num_drafts": _surface(_SPEC_METRICS, "the health gate's MTP acceptance check", True),
+        "vllm:spec_decode_num_accepted_tokens": _surface(_SPEC_METRICS, "the health gate's MTP acceptance check",
+                                                         True),
+        "vllm:spec_decode_num_draft_tokens": _surface(_SPEC_METRICS, "the dashboard's MTP draft tokens", False),
+        "vllm:spec_decode_num_accepted_tokens_per_pos": _surface(_SPEC_METRICS, "the MTP acceptance per position",
+                                                                 False),
     },
     "log_lines": {
-        "kv_cache_size": ("%s KV cache size: %s tokens", "vllm/v1/core/kv_cache_utils.py"),
-        "max_concurrency": ("Maximum concurrency for %s tokens per request: %.2fx",
-                            "vllm/v1/core/kv_cache_utils.py"),
-        "loading_weights_took": ("Loading weights took", None),
-        "model_loading_took": ("Model loading took", None),
-        "capturing_cuda_graphs": ("Capturing CUDA graphs", None),
-        "init_engine_took": ("init engine (profile, create kv cache, warmup model) took", None),
-        "free_memory_check": ("less than desired GPU memory utilization", "vllm/v1/worker/utils.py"),
-        "unknown_env": ("Unknown vLLM environment variable detected", None),
+        "kv_cache_size": _surface("vllm/v1/core/kv_cache_utils.py", "the health gate's KV cache size check", True,
+                                  "%s KV cache size: %s tokens"),
+        "max_concurrency": _surface("vllm/v1/core/kv_cache_utils.py", "the benchmark's concurrency ceiling", False,
+                                    "Maximum concurrency for %s tokens per request: %.2fx"),
+        "loading_weights_took": _surface(None, "the unit's read-ahead restore (waits for a weights-loaded line)",
+                                         False, "Loading weights took"),
+        "model_loading_took": _surface(None, "the unit's read-ahead restore (waits for a weights-loaded line)",
+                                       False, "Model loading took"),
+        "capturing_cuda_graphs": _surface(None, _PROGRESS % "cuda_graphs", False, "Capturing CUDA graphs"),
+        "init_engine_took": _surface(None, "the unit's read-ahead restore (waits for a weights-loaded line)", False,
+                                     "init engine (profile, create kv cache, warmup model) took"),
+        "free_memory_check": _surface("vllm/v1/worker/utils.py", "doctor's free-memory signature", False,
+                                      "less than desired GPU memory utilization"),
+        "unknown_env": _surface(None, "the launch check's unknown VLLM_* warning (vLLM's own wording)", False,
+                                "Unknown vLLM environment variable detected"),
         # Start-up phases the progress report names (head, then worker).
-        "head_waits_for_workers": ("DP group leader: node_rank=%d", "vllm/v1/executor/multiproc_executor.py"),
-        "headless_launch": ("headless multiproc executor, ", "vllm/entrypoints/cli/serve.py"),
-        "starting_to_load": ("Starting to load model %s...", "vllm/v1/worker/gpu_model_runner.py"),
-        "loading_shards": ("Loading safetensors checkpoint shards", None),
-        "kv_cache_memory": ("Available KV cache memory: %s GiB", None),
-        "graph_capturing_finished": ("Graph capturing finished in", None),
-        "api_server_starting": ("Starting vLLM server on %s", None),
+        "head_waits_for_workers": _surface("vllm/v1/executor/multiproc_executor.py", _PROGRESS % "rendezvous",
+                                           False, "DP group leader: node_rank=%d"),
+        "headless_launch": _surface("vllm/entrypoints/cli/serve.py", _PROGRESS % "rendezvous", False,
+                                    "headless multiproc executor, "),
+        # 0.34.0's model runner (vllm/v1/worker/gpu/) says the second text.
+        "starting_to_load": _surface("vllm/v1/worker/gpu_model_runner.py", _PROGRESS % "loading", False,
+                                     "Starting to load model %s...", "Loading model from scratch..."),
+        "loading_shards": _surface(None, _PROGRESS % "loading, with the shard count", False,
+                                   "Loading safetensors checkpoint shards"),
+        "kv_cache_memory": _surface(None, _PROGRESS % "profiling", False, "Available KV cache memory: %s GiB"),
+        "graph_capturing_finished": _surface(None, _PROGRESS % "engine_ready", False, "Graph capturing finished in"),
+        "api_server_starting": _surface(None, _PROGRESS % "api_starting", False, "Starting vLLM server on %s"),
         # What a SIGTERM makes vLLM say (--shutdown-timeout: 0 aborts, >0 drains).
-        "shutdown_triggered": ("[shutdown] API server: shutdown triggered", None),
-        "shutdown_stopping_engine": ("[shutdown] API server: stopping engine client mode=%s timeout=%ss", None),
-        "shutdown_draining": ("[shutdown] EngineCore: draining in-flight requests ", None),
-        "shutdown_aborting": ("[shutdown] EngineCore: aborting in-flight requests count=%d", None),
+        "shutdown_triggered": _surface(None, "the simulator's shutdown words (the drain is proven against them)",
+                                       False, "[shutdown] API server: shutdown triggered"),
+        "shutdown_stopping_engine": _surface(None, "the simulator's shutdown words", False,
+                                             "[shutdown] API server: stopping engine client mode=%s timeout=%ss"),
+        "shutdown_draining": _surface(None, "the simulator's shutdown words", False,
+                                      "[shutdown] EngineCore: draining in-flight requests "),
+        "shutdown_aborting": _surface(None, "the simulator's shutdown words", False,
+                                      "[shutdown] EngineCore: aborting in-flight requests count=%d"),
     },
 }
 
@@ -98,6 +139,9 @@ def _sha256(data):
 
 # --------------------------------------------------------------- source index
 
+_OTHER_PLATFORMS = ("/cpu/", "/xpu", "/tpu", "/rocm", "/hpu", "/neuron")
+
+
 class SourceIndex:
     """Module ASTs of a vLLM tree, with class, alias and import lookups."""
 
@@ -105,6 +149,7 @@ class SourceIndex:
         self._read = read_text
         self._names = set(names)
         self._trees = {}
+        self._texts = {}
         self._classes = None
 
     def tree(self, path):
@@ -113,7 +158,21 @@ class SourceIndex:
         return self._trees[path]
 
     def text(self, path):
-        return self._read(path)
+        if path not in self._texts:
+            self._texts[path] = self._read(path)
+        return self._texts[path]
+
+    def has(self, path):
+        return path in self._names
+
+    def find(self, literal, hint=None):
+        """The file holding ``literal``: ``hint`` when it does, else the first
+        vllm/ source that does (sorted, so the answer is stable), else None."""
+        if hint and self.has(hint) and literal in self.text(hint):
+            return hint
+        # CUDA's code path first: another platform's copy of a line is not the one a Spark logs.
+        order = sorted(self._names, key=lambda p: (any(part in p for part in _OTHER_PLATFORMS), p))
+        return next((p for p in order if p.startswith("vllm/") and literal in self.text(p)), None)
 
     def module_path(self, dotted):
         base = dotted.replace(".", "/")
@@ -915,8 +974,11 @@ def method_deprecations(index):
 
 
 def health_semantics(index):
-    text = index.text(HEALTH)
-    tree = index.tree(HEALTH)
+    path = HEALTH if index.has(HEALTH) else (index.find('"/health"') or HEALTH)  # the router moved
+    if not index.has(path):
+        raise FingerprintError("no source declares the /health route")
+    text = index.text(path)
+    tree = index.tree(path)
     dead = "EngineDeadError" in text and re.search(r"status_code\s*=\s*503|HTTP_503|\b503\b", text) is not None
     route = None
     for node in ast.walk(tree):
@@ -925,35 +987,38 @@ def health_semantics(index):
             if value == "/health":
                 route = value
     if route is None or not dead:
-        raise FingerprintError("%s: /health or its 503-on-EngineDeadError not found" % HEALTH)
+        raise FingerprintError("%s: /health or its 503-on-EngineDeadError not found" % path)
     return {"path": "/health", "ok": 200, "engine_dead": 503}
 
 
-def surface_literals(index, names):
-    metrics = {}
-    for name, path in sorted(SURFACE_LITERALS["metrics"].items()):
-        if name not in index.text(path):
-            raise FingerprintError("metric %s not in %s" % (name, path))
-        metrics[name] = path
-    lines = {}
-    for key, (literal, path) in sorted(SURFACE_LITERALS["log_lines"].items()):
-        if path is None:
-            path = next((p for p in sorted(names) if p.endswith(".py") and p.startswith("vllm/")
-                         and literal in index.text(p)), None)
-            if path is None:
-                raise FingerprintError("log line %r not found in any source" % literal)
-        elif literal not in index.text(path):
-            raise FingerprintError("log line %r not in %s" % (literal, path))
-        lines[key] = {"text": literal, "file": path}
-    return metrics, lines
+def surface_literals(index):
+    """(metrics, log_lines, missing): each literal sparkfleet reads, with the
+    file that holds it in this release; what no file holds goes to missing."""
+    found = {"metrics": {}, "log_lines": {}}
+    missing = {"metrics": {}, "log_lines": {}}
+    for kind, entries in sorted(SURFACE_LITERALS.items()):
+        for key, entry in sorted(entries.items()):
+            texts = entry["texts"] or (key,)
+            hit = next(((text, path) for text in texts
+                        for path in [index.find('"%s"' % text if kind == "metrics" else text, entry["file"])]
+                        if path), None)
+            if hit is None:
+                missing[kind][key] = {"texts": list(texts), "read_by": entry["read_by"], "needed": entry["needed"]}
+            elif kind == "metrics":
+                found[kind][key] = hit[1]
+            else:
+                found[kind][key] = {"text": hit[0], "file": hit[1]}
+    return found["metrics"], found["log_lines"], missing
 
 
 def request_fields(index):
     """Defaults of the request fields the simulator honours, per endpoint."""
     out = {}
     for endpoint, (cls_name, path, wanted) in sorted(REQUEST_FIELDS.items()):
+        if not index.has(path) or "class %s(" % cls_name not in index.text(path):
+            path = index.find("class %s(" % cls_name) or path  # the protocol module moved
         cls = next((node for node in index.tree(path).body
-                    if isinstance(node, ast.ClassDef) and node.name == cls_name), None)
+                    if isinstance(node, ast.ClassDef) and node.name == cls_name), None) if index.has(path) else None
         if cls is None:
             raise FingerprintError("%s: class %s not found" % (path, cls_name))
         found = {}
@@ -977,9 +1042,13 @@ def build(wheel, version, overlay_targets=()):
     names = [n for n in wheel.names if n.endswith(".py")]
     index = SourceIndex(wheel.read_text, names)
     options, groups = serve_options(index)
-    metrics, log_lines = surface_literals(index, names)
+    metrics, log_lines, missing = surface_literals(index)
     files = {}
+    missing["files"] = []
     for target in sorted(set(overlay_targets)):
+        if target not in wheel.names:  # the overlay's file moved or went: the report names the entry
+            missing["files"].append(target)
+            continue
         data = wheel.read_bytes(target)
         files[target] = {"sha256": _sha256(data), "size": len(data)}
     return {
@@ -999,4 +1068,42 @@ def build(wheel, version, overlay_targets=()):
         "log_lines": log_lines,
         "requests": request_fields(index),
         "files": files,
+        "missing": missing,
     }
+
+
+# ------------------------------------------------------- in a sparkfleet checkout
+
+def fingerprint_path(root, version):
+    return os.path.join(root, "files", "vllm", "vllm-%s.fingerprint.json" % version)
+
+
+def fleet_version(root):
+    """The release the fleet runs by default (sparkfleet_vllm_version)."""
+    import yaml
+
+    with open(os.path.join(root, "group_vars", "all", "fleet.yml"), encoding="utf-8") as handle:
+        return str(yaml.safe_load(handle)["sparkfleet_vllm_version"])
+
+
+def overlay_manifest(root):
+    import yaml
+
+    with open(os.path.join(root, "files", "overlay", "manifest.yml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def generate(root, version):
+    """The fingerprint of a pinned release, read from its verified wheel."""
+    import sparkfleet_vllm_release as release
+
+    entry = release.pin(version, root)
+    targets = [e["target"] for e in overlay_manifest(root).get("entries", [])]
+    with release.Wheel(release.wheel_path(version, root)) as wheel:
+        result = build(wheel, version, targets)
+    result["release"].update({"wheel": entry["wheel"], "sha256": entry["sha256"]})
+    return result
+
+
+def to_json(result):
+    return json.dumps(result, indent=1, sort_keys=True) + "\n"

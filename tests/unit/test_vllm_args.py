@@ -138,10 +138,8 @@ def shipped_profiles():
 
 
 def compose(defaults, profile):
-    merged = dict(defaults)
-    for key, value in profile.items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
+    from sparkfleet_vllm_profile import compose_profile
+    return compose_profile(defaults, profile)
 
 
 def test_shipped_profiles_are_valid_and_render_for_both_ranks():

@@ -1,6 +1,7 @@
-"""sparkfleet against the real pinned vLLM release (its wheel, read, never imported).
+"""sparkfleet against every real pinned vLLM release (its wheel, read, never imported).
 
-The wheel is downloaded once from PyPI into .cache/vllm and checked by sha256.
+Each wheel is downloaded once from PyPI into .cache/vllm and checked by sha256;
+every test runs once per release files/vllm/releases.yml pins.
 """
 
 import json
@@ -18,30 +19,45 @@ import vllm_release
 from test_vllm_args import HEAD, SERVICE, WORKER, compose, shipped_profiles
 
 
-@pytest.fixture(scope="module")
-def fingerprint():
-    return vllm_release.fingerprint()
+# `vllm serve` option strings per release (counted from each release's parser;
+# ../shared/reference/vllm-facts.md gives the same figures).
+OPTION_STRINGS = {"0.33.0": 485, "0.34.0": 496}
+
+
+@pytest.fixture(scope="module", params=vllm_release.pinned_releases())
+def version(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def help_all():
-    return vllm_release.real_help("all")
+def fingerprint(version):
+    return vllm_release.fingerprint(version)
 
 
-def test_fingerprint_is_what_the_pinned_wheel_says():
+@pytest.fixture(scope="module")
+def help_all(version):
+    return vllm_release.real_help("all", version)
+
+
+def test_every_pinned_release_has_its_option_count_here():
+    assert sorted(OPTION_STRINGS) == vllm_release.pinned_releases()
+
+
+def test_fingerprint_is_what_the_pinned_wheel_says(version):
     """Regenerate the fingerprint from the wheel: any difference fails."""
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "vllm-fingerprint"), "--check"],
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "vllm-fingerprint"), "--check",
+                             "--version", version],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     assert result.returncode == 0, result.stdout
 
 
-def test_fingerprint_holds_what_the_gates_and_the_flag_check_rely_on(fingerprint):
-    assert fingerprint["release"]["version"] == vllm_release.pinned_version()
+def test_fingerprint_holds_what_the_gates_and_the_flag_check_rely_on(fingerprint, version):
+    assert fingerprint["release"]["version"] == version
     serve = fingerprint["serve"]
     assert serve["usage"] == "usage: vllm serve [model_tag] [options]"
     assert serve["help"]["plain_lists_options"] is False and serve["help"]["all_option"] == "--help=all"
     flags = {f for o in serve["options"] for f in o["flags"] + o["hidden_flags"]}
-    assert len(flags) == 485
+    assert len(flags) == OPTION_STRINGS[version]
     assert {"--headless", "--master-addr", "--master-port", "--nnodes", "-n", "--node-rank", "-r",
             "--moe-backend", "--shutdown-timeout", "--no-enable-prefix-caching"} <= flags
     assert "--swap-space" not in flags
@@ -55,8 +71,8 @@ def test_fingerprint_holds_what_the_gates_and_the_flag_check_rely_on(fingerprint
     assert "FULL_AND_PIECEWISE" in fingerprint["json_configs"]["compilation_config"]["choices"]["cudagraph_mode"]
 
 
-def test_plain_help_of_the_release_lists_no_option_and_the_check_says_so():
-    text = vllm_release.real_help()
+def test_plain_help_of_the_release_lists_no_option_and_the_check_says_so(version):
+    text = vllm_release.real_help(None, version)
     assert text.startswith("usage: vllm serve [model_tag] [options]")
     assert "Config Groups" in text
     # The old scan found only --help in the description's "--help=ModelConfig".
@@ -153,7 +169,7 @@ def test_unknown_vllm_variables_are_named_with_the_nearest(fingerprint):
     assert [name for name, _ in found] == ["VLLM_SKIP_INIT_MEMORY_CHECK", "VLLM_WORKER_MULTIPROC_METHD"]
 
 
-def test_overlay_targets_in_the_fingerprint_are_the_wheel_files(fingerprint):
+def test_overlay_targets_in_the_fingerprint_are_the_wheel_files(fingerprint, version):
     import hashlib
 
     import yaml
@@ -161,7 +177,7 @@ def test_overlay_targets_in_the_fingerprint_are_the_wheel_files(fingerprint):
     with open(os.path.join(ROOT, "files", "overlay", "manifest.yml"), encoding="utf-8") as handle:
         targets = {e["target"] for e in yaml.safe_load(handle)["entries"]}
     assert set(fingerprint["files"]) == targets
-    with vllm_release.wheel() as wheel:
+    with vllm_release.wheel(version) as wheel:
         for path, meta in fingerprint["files"].items():
             assert hashlib.sha256(wheel.read_bytes(path)).hexdigest() == meta["sha256"]
 
@@ -187,3 +203,15 @@ def test_what_the_gates_read_is_what_the_release_writes(fingerprint):
     waited = [key.strip().strip("'") for key in keys.split(",")]
     assert waited == ["loading_weights_took", "model_loading_took", "init_engine_took"]
     assert all(key in lines for key in waited)
+
+
+def test_every_metric_the_simulator_exports_is_one_the_release_declares(fingerprint):
+    """The lab's /metrics speaks the release's names (prometheus_client adds _total to counters)."""
+    import re
+
+    with open(os.path.join(ROOT, "lab", "vllm_sim", "vllm_sim", "server.py"), encoding="utf-8") as handle:
+        exported = set(re.findall(r'metric\("(vllm:[a-z_]+)"', handle.read()))
+    assert len(exported) >= 12
+    for name in sorted(exported):
+        base = name[:-len("_total")] if name.endswith("_total") else name
+        assert base in fingerprint["metrics"], "%s: not a metric of vLLM %s" % (name, fingerprint["release"]["version"])

@@ -27,16 +27,21 @@ def pinned_version():
         return str(yaml.safe_load(handle)["sparkfleet_vllm_version"])
 
 
+def pinned_releases():
+    """Every release files/vllm/releases.yml pins (the fidelity tests run against each)."""
+    return sorted(release.load_releases(ROOT), key=lambda v: tuple(int(p) for p in v.split(".")))
+
+
 def fingerprint_path(version=None):
     return os.path.join(ROOT, "files", "vllm", "vllm-%s.fingerprint.json" % (version or pinned_version()))
 
 
-def fingerprint():
-    return vllm_check.load_fingerprint(fingerprint_path())
+def fingerprint(version=None):
+    return vllm_check.load_fingerprint(fingerprint_path(version))
 
 
-def wheel():
-    return release.Wheel(release.wheel_path(pinned_version(), ROOT))
+def wheel(version=None):
+    return release.Wheel(release.wheel_path(version or pinned_version(), ROOT))
 
 
 def _argparse_utils(source):
@@ -68,7 +73,7 @@ def _argparse_utils(source):
 
 def real_parser(fp=None):
     fp = fp or fingerprint()
-    with wheel() as w:
+    with wheel(fp["release"]["version"]) as w:
         utils = _argparse_utils(w.read_text("vllm/utils/argparse_utils.py"))
     parser = utils.FlexibleArgumentParser(prog="vllm serve", usage=fp["serve"]["usage"][len("usage: "):],
                                           description="sparkfleet test: vLLM %s serve options"
@@ -104,9 +109,9 @@ def real_parser(fp=None):
     return parser, utils
 
 
-def real_help(keyword=None):
+def real_help(keyword=None, version=None):
     """`vllm serve --help` (keyword None) or `--help=<keyword>` as the release formats it."""
-    parser, utils = real_parser()
+    parser, utils = real_parser(fingerprint(version))
     utils.FlexibleArgumentParser._search_keyword = keyword  # what parse_args sets for --help=KEYWORD
     try:
         return parser.format_help()

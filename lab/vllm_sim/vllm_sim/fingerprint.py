@@ -96,6 +96,15 @@ def request_defaults(endpoint):
     return {name: spec.get("default") for name, spec in fields.items()}
 
 
+def log_text(key, *values):
+    """A log line of the release filled in the way vLLM fills it: the text's
+    own %-placeholders take ``values`` (a release that reworded the line
+    without one, as 0.34.0's "Loading model from scratch...", takes none)."""
+    text = log_line(key)
+    wanted = len(re.findall(r"%[-#0 +]*\d*(?:\.\d+)?[sdifrx]", text))
+    return text % tuple(values[:wanted]) if wanted else text
+
+
 def log_line(key):
     """A log text of the release (log_lines in the fingerprint), e.g. "Loading weights took"."""
     try:

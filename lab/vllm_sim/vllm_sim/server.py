@@ -655,7 +655,7 @@ def _simulate_load(args, faults, stop_event, delay):
             raise SimExit(0)
 
     t_start = time.monotonic()
-    log.info("gpu_model_runner.py:2602", fingerprint.log_line("starting_to_load") % args.model)
+    log.info("gpu_model_runner.py:2602", fingerprint.log_text("starting_to_load", args.model))
     load_t, compile_t, graph_t = 0.6 * delay, 0.25 * delay, 0.15 * delay
     steps = [0, 12, 23, 35, 46]
     for i, done in enumerate(steps):
