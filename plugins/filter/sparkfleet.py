@@ -55,11 +55,12 @@ def sparkfleet_roll_plan(pairs, batch=1, min_serving=1, canary=True):
     return result
 
 
-def sparkfleet_build_host(pairs, configured="", play_hosts=None):
-    """The head that builds the fleet's image: {host, note} (note explains a fallback)."""
+def sparkfleet_build_host(pairs, configured="", play_hosts=None, same_image=None):
+    """The head that builds the image of the heads in ``same_image`` (all: None): {host, note}."""
     try:
         host, note = distribution.build_host([p["head"] for _, p in sorted(dict(pairs).items())],
-                                             configured or "", play_hosts)
+                                             configured or "", play_hosts,
+                                             None if same_image is None else list(same_image))
     except distribution.DistributionError as exc:
         raise AnsibleFilterError("sparkfleet image distribution: %s" % exc)
     return {"host": host, "note": note}

@@ -14,15 +14,22 @@ class DistributionError(ValueError):
     pass
 
 
-def build_host(heads, configured="", play_hosts=None):
+def build_host(heads, configured="", play_hosts=None, same_image=None):
     """The head that builds: `configured` when set and in the play, else the first head in the play.
 
-    heads: every head of the fleet, in fleet order. Returns (host, note); note explains a fallback.
+    heads: every head of the fleet, in fleet order. same_image: the heads whose image is this
+    head's (pairs may run different vLLM releases during a move, each release its own image,
+    built once for the heads that serve it); None: every head. Returns (host, note); note
+    explains a fallback.
     """
     heads = list(heads)
     if configured and configured not in heads:
         raise DistributionError("spark_image_build_host %r is not a head of the fleet (heads: %s)"
                                 % (configured, ", ".join(heads) or "none"))
+    if same_image is not None:
+        if configured and configured not in same_image:
+            configured = ""  # it builds the other image; the first head serving this one builds it
+        heads = [h for h in heads if h in same_image]
     in_play = [h for h in heads if play_hosts is None or h in play_hosts]
     if not in_play:
         raise DistributionError("no head of the fleet is in this play, so none can build the image")

@@ -331,6 +331,26 @@ def _check_worker_master_port(worker, head, report):
                                 "the worker joins the head's rendezvous on that port" % (mine, head.name, theirs))
 
 
+def _check_release(host, head, releases, report):
+    """A node runs a pinned vLLM release (one with a fingerprint, the surface its launch is
+    checked against), and a worker runs its head's: one pair, one release. Pairs may differ
+    while the fleet moves to a new release."""
+    version = host.get("sparkfleet_vllm_version", None)
+    if isinstance(version, _Unresolved) or releases is None:
+        return
+    if version is None or str(version) not in releases:
+        report.add(host.name, "sparkfleet_vllm_version is %s; pinned releases with a fingerprint: %s "
+                              "(scripts/vllm-release X.Y.Z pins another)" % (_show(version), ", ".join(releases)))
+        return
+    if head is None:
+        return
+    theirs = head.get("sparkfleet_vllm_version", None)
+    if not isinstance(theirs, _Unresolved) and theirs is not None and str(theirs) != str(version):
+        report.add(host.name, "sparkfleet_vllm_version is %s; its head %s runs %s: both ranks of a pair "
+                              "run one release (set it for the pair, not the node)" % (_show(version), head.name,
+                                                                                        _show(theirs)))
+
+
 def _check_stop_bounds(host, report):
     """The drain bound and vLLM's own drain (--shutdown-timeout) agree: a stop
     outside a rollout (reboot, systemctl stop) must wait at least as long for
@@ -403,7 +423,7 @@ def _check_names(host, known, report):
             else "known variables are in group_vars/all/ and roles/*/meta/argument_specs.yml"))
 
 
-def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controller=None):
+def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controller=None, releases=None):
     """Every problem of the fleet, one line each; [] when the fleet is consistent.
 
     ``hostvars`` maps each host of ``nodes`` (group sparkfleet_nodes) and
@@ -411,7 +431,8 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
     ``known`` is the set of variable names sparkfleet knows
     (``known_variables``); ``endpoint_defaults`` the fleet_endpoint role's
     port defaults; ``controller`` the variables of the host Ansible runs
-    controller-side tasks on (``localhost``, implicit or not), when known.
+    controller-side tasks on (``localhost``, implicit or not), when known;
+    ``releases`` the vLLM releases pinned with a fingerprint (``pinned_releases``).
     """
     report = _Report()
     # The controller first: a run that cannot even start its local steps.
@@ -469,7 +490,20 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
             pair_heads = heads.get(str(pair), []) if not isinstance(pair, _Unresolved) else []
             if len(pair_heads) == 1:
                 _check_worker_master_port(host, fleet[pair_heads[0]], report)
+        if name in nodes and roles[name] in ("head", "worker"):
+            pair = host.get("sparkfleet_pair", None)
+            pair_heads = heads.get(str(pair), []) if not isinstance(pair, _Unresolved) else []
+            head = fleet[pair_heads[0]] if roles[name] == "worker" and len(pair_heads) == 1 else None
+            _check_release(host, head, releases, report)
     return report.lines()
+
+
+def pinned_releases(root):
+    """The vLLM releases files/vllm/releases.yml pins and files/vllm holds a fingerprint of."""
+    with open(os.path.join(root, "files", "vllm", "releases.yml"), encoding="utf-8") as handle:
+        pinned = _yaml().safe_load(handle)["releases"]
+    return sorted(str(v) for v in pinned
+                  if os.path.isfile(os.path.join(root, "files", "vllm", "vllm-%s.fingerprint.json" % v)))
 
 
 # --- the variable names sparkfleet knows -----------------------------------

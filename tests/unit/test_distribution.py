@@ -72,3 +72,16 @@ def test_the_plan_reads_round_by_round():
     ids = {h: "" for h in HEADS[:4]} | {"spark-a1": "x"}
     assert distribution.describe(distribution.fanout_plan(ids, "spark-a1")) == (
         "round 1: spark-a1 -> spark-b1; round 2: spark-a1 -> spark-c1, spark-b1 -> spark-d1")
+
+
+def test_each_release_is_built_once_by_a_head_that_serves_it():
+    """Pairs a and c moved to a new release: one of them builds it, b builds the old one."""
+    new, old = ["spark-a1", "spark-c1"], ["spark-b1", "spark-d1"]
+    assert distribution.build_host(HEADS[:4], "", None, new) == ("spark-a1", "")
+    assert distribution.build_host(HEADS[:4], "", None, old) == ("spark-b1", "")
+    # The configured build host builds its own release; the other release's first head builds that one.
+    assert distribution.build_host(HEADS[:4], "spark-d1", None, old) == ("spark-d1", "")
+    assert distribution.build_host(HEADS[:4], "spark-d1", None, new) == ("spark-a1", "")
+    # Only the heads of one image are planned together.
+    plan = distribution.fanout_plan({"spark-a1": "sha256:new", "spark-c1": ""}, "spark-a1")
+    assert plan == [[{"sender": "spark-a1", "receiver": "spark-c1"}]]

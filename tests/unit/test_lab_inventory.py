@@ -124,11 +124,24 @@ def test_spark_meminfo_passes_the_preflight_for_every_profile():
     assert mem.check(info, 0.88, 2.0)["mem_total_gib"] == 119.7
 
 
-def test_image_vars_pin_the_simulator_base_by_id():
+def test_image_vars_pin_each_release_simulator_base_by_id_and_each_node_takes_its_own():
+    import jinja2
     import yaml
-    text = lib.render_image_vars("sparkfleet/vllm-sim:abc", "sha256:" + "1" * 64)
-    assert yaml.safe_load(text) == {"spark_image_base": "sparkfleet/vllm-sim:abc",
-                                    "spark_image_base_digest": "sha256:" + "1" * 64}
+    text = lib.render_image_vars({"0.33.0": ("sparkfleet/vllm-sim:abc", "sha256:" + "1" * 64),
+                                  "0.34.0": ("sparkfleet/vllm-sim:def", "sha256:" + "2" * 64)})
+    data = yaml.safe_load(text)
+    assert data["lab_sim_images"] == {"0.33.0": {"ref": "sparkfleet/vllm-sim:abc", "id": "sha256:" + "1" * 64},
+                                      "0.34.0": {"ref": "sparkfleet/vllm-sim:def", "id": "sha256:" + "2" * 64}}
+    for version, ref, image in (("0.33.0", "abc", "1"), ("0.34.0", "def", "2")):
+        env = {"lab_sim_images": data["lab_sim_images"], "sparkfleet_vllm_version": version}
+        assert jinja2.Template(data["spark_image_base"]).render(env) == "sparkfleet/vllm-sim:" + ref
+        assert jinja2.Template(data["spark_image_base_digest"]).render(env) == "sha256:" + image * 64
+
+
+def test_the_lab_builds_a_simulator_for_every_pinned_release():
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    assert lib.pinned_vllm_releases(root) == ["0.33.0", "0.34.0"]
+    assert lib.pinned_vllm_version(root) in lib.pinned_vllm_releases(root)
 
 
 def test_sim_image_stages_the_pinned_vllm_files_checked_against_the_fingerprint(tmp_path):

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import ROOT
 
-from sparkfleet_preflight import combine, known_variables, problems
+from sparkfleet_preflight import combine, known_variables, pinned_releases, problems
 from sparkfleet_vllm_profile import drain_bound
 
 EXAMPLE = os.path.join(ROOT, "inventory", "example")
@@ -65,7 +65,8 @@ def check(changes=None, nodes=None, endpoints=None, controller=None):
             else:
                 hostvars[host][key] = value
     return problems(hostvars, example_nodes if nodes is None else nodes,
-                    example_endpoints if endpoints is None else endpoints, KNOWN, controller=controller)
+                    example_endpoints if endpoints is None else endpoints, KNOWN, controller=controller,
+                    releases=pinned_releases(ROOT))
 
 
 DELETE = object()
@@ -228,6 +229,19 @@ REFUSALS = [
      on("spark-02", spark_host_zzzzzzzzzzzzzzzzzzzzzzzz=1),
      ["spark-02: spark_host_zzzzzzzzzzzzzzzzzzzzzzzz is not a variable sparkfleet knows; known variables are in "
       "group_vars/all/ and roles/*/meta/argument_specs.yml"]),
+    # --- the vLLM release: pinned, and one per pair
+    ("a release sparkfleet has no fingerprint of",
+     on(("spark-01", "spark-02"), sparkfleet_vllm_version="0.35.0"),
+     ["spark-01, spark-02: sparkfleet_vllm_version is '0.35.0'; pinned releases with a fingerprint: 0.33.0, 0.34.0 "
+      "(scripts/vllm-release X.Y.Z pins another)"]),
+    ("a release as an unquoted YAML float",
+     on(("spark-03", "spark-04"), sparkfleet_vllm_version=0.34),
+     ["spark-03, spark-04: sparkfleet_vllm_version is 0.34; pinned releases with a fingerprint: 0.33.0, 0.34.0 "
+      "(scripts/vllm-release X.Y.Z pins another)"]),
+    ("a worker on another release than its head",
+     on("spark-02", sparkfleet_vllm_version="0.34.0"),
+     ["spark-02: sparkfleet_vllm_version is '0.34.0'; its head spark-01 runs '0.33.0': both ranks of a pair run "
+      "one release (set it for the pair, not the node)"]),
     # --- topology (the existing rules, as a line instead of an exception)
     ("two heads in a pair",
      on("spark-02", sparkfleet_node_role="head"),
@@ -258,6 +272,8 @@ ACCEPTED = [
         sparkfleet_model_dir=DSPARK_DIR)),
     ("the DSpark checkpoint under a profile that needs none", on(("spark-03", "spark-04"), sparkfleet_model=DSPARK)),
     ("the worker's own profile choice names no checkpoint", on("spark-02", sparkfleet_profile="long_context_1m")),
+    ("one pair on another pinned release while the fleet moves to it",
+     on(("spark-01", "spark-02"), sparkfleet_vllm_version="0.34.0")),
 ]
 
 
