@@ -258,7 +258,7 @@ def render(report):
     old, new = report["old"], report["new"]
     valid, line = verdict(report)
     out = ["# vLLM %s against %s" % (new["version"], old["version"]), "",
-           "Wheel `%s`, sha256 `%s`; compared with the fleet's %s (`%s`)." % (
+           "Wheel `%s`, sha256 `%s`; compared with %s (`%s`)." % (
                new.get("wheel"), new.get("sha256"), old["version"], old.get("wheel")), "",
            "**%s**" % line, ""]
     opts = report["options"]

@@ -6,7 +6,18 @@ import json
 
 import pytest
 
-from conftest import docker_exec, main_pid, playbook, unit_of, wait_serving
+from conftest import ROOT, docker_exec, main_pid, playbook, unit_of, wait_serving
+
+def _fleet_release():
+    import os
+
+    import yaml
+
+    with open(os.path.join(ROOT, "group_vars", "all", "fleet.yml"), encoding="utf-8") as handle:
+        return str(yaml.safe_load(handle)["sparkfleet_vllm_version"])
+
+
+RELEASE = _fleet_release()
 
 # Each guard fails a play before a host is touched: nothing here is timed.
 pytestmark = pytest.mark.untimed
@@ -14,23 +25,24 @@ pytestmark = pytest.mark.untimed
 GUARDS = [
     ("unknown flag",
      {"sparkfleet_profile_overrides": {"extra_args": ["--bogus-flag"]}},
-     "--bogus-flag is not a `vllm serve` option of vLLM 0.33.0 (pinned fingerprint)"),
+     "--bogus-flag is not a `vllm serve` option of vLLM %s (pinned fingerprint)" % RELEASE),
     ("misspelt flag, named with the nearest real one",
      {"sparkfleet_profile_overrides": {"extra_args": ["--max-num-seqz", "8"]}},
-     "--max-num-seqz is not a `vllm serve` option of vLLM 0.33.0 (pinned fingerprint); nearest: --max-num-seqs"),
+     "--max-num-seqz is not a `vllm serve` option of vLLM %s (pinned fingerprint); nearest: --max-num-seqs"
+     % RELEASE),
     ("flag removed from the pinned release",
      {"sparkfleet_profile_overrides": {"extra_args": ["--swap-space", "4"]}},
-     "--swap-space is not a `vllm serve` option of vLLM 0.33.0"),
+     "--swap-space is not a `vllm serve` option of vLLM %s" % RELEASE),
     ("unknown key in a JSON config",
      {"sparkfleet_profile_overrides": {"compilation_config": {"cudagraph_mod": "FULL"}}},
      "--compilation-config has key 'cudagraph_mod', which CompilationConfig does not know (nearest: cudagraph_mode)"),
     ("VLLM_* variable the pinned release does not know",
      {"sparkfleet_profile_overrides": {"env": {"VLLM_SKIP_INIT_MEMORY_CHECK": "1"}}},
-     "environment variable VLLM_SKIP_INIT_MEMORY_CHECK is not known to vLLM 0.33.0"),
+     "environment variable VLLM_SKIP_INIT_MEMORY_CHECK is not known to vLLM %s" % RELEASE),
     ("image that carries another vLLM release than the pin",
      {"spark_service_vllm_version": "0.32.9",
-      "spark_service_vllm_fingerprint": "{{ role_path }}/../../files/vllm/vllm-0.33.0.fingerprint.json"},
-     "carries vLLM '0.33.0', but the fleet pins 0.32.9"),
+      "spark_service_vllm_fingerprint": "{{ role_path }}/../../files/vllm/vllm-%s.fingerprint.json" % RELEASE},
+     "carries vLLM '%s', but the fleet pins 0.32.9" % RELEASE),
     ("invalid JSON (quotes lost)",
      {"sparkfleet_profile_overrides": {"extra_args": ["--hf-overrides", "{rope_scaling:yarn}"]}},
      "extra_args --hf-overrides value '{rope_scaling:yarn}' is not valid JSON"),

@@ -37,10 +37,21 @@ def pinned_version():
 VERSION = pinned_version()
 
 
+def _entry_releases():
+    with open(os.path.join(OVERLAY, "manifest.yml"), encoding="utf-8") as handle:
+        return next(e for e in yaml.safe_load(handle)["entries"] if e["name"] == ENTRY)["releases"]
+
+
+@pytest.fixture(scope="module", params=_entry_releases())
+def version(request):
+    """Every release the entry says it was written and tested against."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def upstream():
-    """mxfp4.py exactly as the pinned release ships it."""
-    with release.Wheel(release.wheel_path(VERSION, ROOT)) as wheel:
+def upstream(version):
+    """mxfp4.py exactly as the release ships it."""
+    with release.Wheel(release.wheel_path(version, ROOT)) as wheel:
         return wheel.read_text(TARGET)
 
 
@@ -98,22 +109,26 @@ def test_shipped_manifest_is_valid_and_targets_the_pinned_release(manifest):
     assert VERSION in entry["releases"], "the pinned vLLM %s is not in the entry's releases" % VERSION
 
 
-def test_the_site_is_the_deepseek_v4_moe_method_in_the_real_file(upstream, hunks):
+def test_the_site_is_the_deepseek_v4_moe_method_in_the_real_file(upstream, hunks, version):
     # Two methods end with the same `_setup_kernel` call; DeepSeek-V4-Flash's
     # MXFP4 experts get Mxfp4MoEMethod (the GPT-OSS one is for gpt_oss only).
     assert upstream.count(SITE) == 2
     assert upstream.count(DEL) == 0 and upstream.count(MARKER) == 0
-    with release.Wheel(release.wheel_path(VERSION, ROOT)) as wheel:
+    with release.Wheel(release.wheel_path(version, ROOT)) as wheel:
         quant_config = wheel.read_text("vllm/models/deepseek_v4/quant_config.py")
     assert "return Mxfp4MoEMethod(layer.moe_config" in quant_config
-    assert [h.old_start for h in hunks] == [method(upstream, "Mxfp4MoEMethod", "process_weights_after_loading")
-                                            .end_lineno - 1]
+    # The hunk was written against the first release it lists; on a later one
+    # the applier finds its context where the method moved.
+    site = method(upstream, "Mxfp4MoEMethod", "process_weights_after_loading").end_lineno - 1
+    if version == _entry_releases()[0]:
+        assert [h.old_start for h in hunks] == [site]
     lines = upstream.splitlines(True)
     for hunk in hunks:
         # Unique context: the applier takes the match nearest the hunk's line,
         # so a context that also matched the GPT-OSS site could patch the wrong one.
         matches = [i for i in range(len(lines)) if lines[i:i + len(hunk.old_lines)] == hunk.old_lines]
-        assert matches == [hunk.old_start - 1], hunk.describe()
+        assert matches == [site - 1], hunk.describe()
+        assert overlay.find_block(lines, hunk.old_lines, hunk.old_start - 1) == site - 1
         assert overlay.patch_state(upstream, [hunk]) == ["applicable"]
 
 
@@ -283,7 +298,7 @@ def test_a_release_whose_context_differs_fails_naming_entry_and_hunk(manifest, t
         "already present; expected near line %d:\n" % (ENTRY, hunks[0].header, TARGET, hunks[0].old_start)), message
     assert hunks[0].header == "@@ -1037,6 +1037,14 @@"
     assert "    |         self._setup_kernel(layer, w13, w2, w13_scale" in message
-    assert "the entry was written for vLLM %s" % VERSION in message
+    assert "the entry was written for vLLM %s" % ", ".join(_entry_releases()) in message
     assert "breaks this entry's invariants" not in message  # an unpatched file, not a duplicated block
     assert read(tree) == upstream.replace(old, new)
 

@@ -69,6 +69,9 @@ def check(changes=None, nodes=None, endpoints=None, controller=None):
                     releases=pinned_releases(ROOT))
 
 
+with open(os.path.join(ROOT, "group_vars", "all", "fleet.yml"), encoding="utf-8") as _handle:
+    FLEET_RELEASE = str(yaml.safe_load(_handle)["sparkfleet_vllm_version"])
+OTHER_RELEASE = next(v for v in pinned_releases(ROOT) if v != FLEET_RELEASE)
 DELETE = object()
 NODES = ("spark-01", "spark-02", "spark-03", "spark-04")
 DSPARK = "fraserprice/DeepSeek-V4-Flash-DSpark"
@@ -239,9 +242,9 @@ REFUSALS = [
      ["spark-03, spark-04: sparkfleet_vllm_version is 0.34; pinned releases with a fingerprint: 0.33.0, 0.34.0 "
       "(scripts/vllm-release X.Y.Z pins another)"]),
     ("a worker on another release than its head",
-     on("spark-02", sparkfleet_vllm_version="0.34.0"),
-     ["spark-02: sparkfleet_vllm_version is '0.34.0'; its head spark-01 runs '0.33.0': both ranks of a pair run "
-      "one release (set it for the pair, not the node)"]),
+     on("spark-02", sparkfleet_vllm_version=OTHER_RELEASE),
+     ["spark-02: sparkfleet_vllm_version is '%s'; its head spark-01 runs '%s': both ranks of a pair run "
+      "one release (set it for the pair, not the node)" % (OTHER_RELEASE, FLEET_RELEASE)]),
     # --- topology (the existing rules, as a line instead of an exception)
     ("two heads in a pair",
      on("spark-02", sparkfleet_node_role="head"),
@@ -272,8 +275,8 @@ ACCEPTED = [
         sparkfleet_model_dir=DSPARK_DIR)),
     ("the DSpark checkpoint under a profile that needs none", on(("spark-03", "spark-04"), sparkfleet_model=DSPARK)),
     ("the worker's own profile choice names no checkpoint", on("spark-02", sparkfleet_profile="long_context_1m")),
-    ("one pair on another pinned release while the fleet moves to it",
-     on(("spark-01", "spark-02"), sparkfleet_vllm_version="0.34.0")),
+    ("one pair on another pinned release while the fleet moves",
+     on(("spark-01", "spark-02"), sparkfleet_vllm_version=OTHER_RELEASE)),
 ]
 
 
@@ -464,8 +467,10 @@ def test_a_misspelt_flag_stops_preflight_with_one_line_naming_the_nearest(tmp_pa
     rc, output = _preflight(tmp_path, inventory, "-e",
                             '{"sparkfleet_profile_overrides": {"extra_args": ["--max-num-seqz", "8"]}}')
     assert rc != 0
-    assert ("spark-01: --max-num-seqz is not a `vllm serve` option of vLLM 0.33.0 (pinned fingerprint); "
-            "nearest: --max-num-seqs") in output, output[-4000:]
+    with open(os.path.join(ROOT, "group_vars", "all", "fleet.yml"), encoding="utf-8") as handle:
+        release = yaml.safe_load(handle)["sparkfleet_vllm_version"]
+    assert ("spark-01: --max-num-seqz is not a `vllm serve` option of vLLM %s (pinned fingerprint); "
+            "nearest: --max-num-seqs" % release) in output, output[-4000:]
     assert "Task failed: Finalization" not in output and "Error while resolving" not in output
 
 

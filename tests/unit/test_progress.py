@@ -36,6 +36,22 @@ def test_phase_is_that_of_the_last_start_up_line(log, phase, detail):
     assert progress.phase_of(log, LINES) == (phase, detail)
 
 
+def test_every_pinned_release_names_every_phase_from_its_own_lines():
+    """0.34.0's runner says "Loading model from scratch..." where 0.33.0 said "Starting to load model %s...":
+    the phase follows the release's own text."""
+    import vllm_release
+
+    for version in vllm_release.pinned_releases():
+        lines = {key: entry["text"] for key, entry in vllm_release.fingerprint(version)["log_lines"].items()}
+        assert len(progress.marker_texts(lines)) == len(progress.MARKERS), version
+        start = "%s\n" % (lines["starting_to_load"] % "/models/x" if "%s" in lines["starting_to_load"]
+                           else lines["starting_to_load"])
+        assert progress.phase_of("INFO DP group leader: node_rank=0\n" + start, lines) == ("loading", ""), version
+    new = {key: entry["text"] for key, entry in vllm_release.fingerprint("0.34.0")["log_lines"].items()}
+    assert progress.phase_of("Loading model from scratch...\n", new) == ("loading", "")
+    assert progress.phase_of("Starting to load model /models/x...\n", new) == ("starting", "")
+
+
 def test_line_names_both_ranks_and_the_expected_remaining_time():
     head = {"phase": "loading", "detail": "23/46 shards, 50%"}
     worker = {"phase": "loading", "detail": "20/46 shards, 43%"}

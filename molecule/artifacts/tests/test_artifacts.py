@@ -7,12 +7,13 @@ import pytest
 HEAD = "molecule-art-a1"
 WORKER = "molecule-art-a2"
 testinfra_hosts = [HEAD, WORKER]
-# The real vllm 0.33.0 file (the simulator image carries it from the pinned
-# wheel) and the line of Mxfp4MoEMethod's `_setup_kernel` call the patch's
-# hunk is anchored on; the same call text also sits at line 403, in the GPT-OSS
-# method, which the patch leaves alone.
+# The real vllm file of the image's release (the simulator image carries it
+# from the pinned wheel) and, per release, the line of Mxfp4MoEMethod's
+# `_setup_kernel` call the patch's hunk is anchored on; the same call text also
+# sits in the GPT-OSS method (403 in 0.33.0, 405 in 0.34.0), which the patch
+# leaves alone.
 TARGET = "vllm/model_executor/layers/quantization/mxfp4.py"
-SETUP_KERNEL_LINE = 1038
+SETUP_KERNEL_LINES = {"0.33.0": 1038, "0.34.0": 1052}
 SETUP_KERNEL_CALL = "self._setup_kernel(layer, w13, w2, w13_scale, w2_scale, w13_bias, w2_bias)"
 MARKER = "# sparkfleet overlay (mxfp4-moe-cleanup):"
 DEL_LINE = "del w13, w2, w13_scale, w2_scale, w13_bias, w2_bias"
@@ -32,6 +33,13 @@ def head_image(host):
     images = serving_images(host.get_host("docker://" + HEAD))
     assert len(images) == 1, images
     return next(iter(images.items()))
+
+
+@pytest.fixture(scope="module")
+def setup_kernel_line(host, head_image):
+    release = host.check_output("docker image inspect --format "
+                                "'{{index .Config.Labels \"io.sparkfleet.vllm-version\"}}' %s" % head_image[0])
+    return SETUP_KERNEL_LINES[release.strip()]
 
 
 def in_image(host, ref, script):
@@ -67,15 +75,15 @@ def test_image_carries_its_provenance(host, head_image):
     assert labels["io.sparkfleet.build-time"].endswith("Z")
 
 
-def test_overlay_is_applied_exactly_once_in_the_image(host, head_image):
+def test_overlay_is_applied_exactly_once_in_the_image(host, head_image, setup_kernel_line):
     for literal in (MARKER, DEL_LINE):
         result = in_image(host, head_image[0], "grep -cF %s /usr/local/lib/python3.11/dist-packages/%s"
                           % (_quote(literal), TARGET))
         assert result.stdout.strip() == "1", literal
     # the block opens right after Mxfp4MoEMethod's kernel setup (not the GPT-OSS
-    # call at 403): the call, a blank line, the marker comment ... del, empty_cache
+    # call): the call, a blank line, the marker comment ... del, empty_cache
     result = in_image(host, head_image[0], "sed -n '%d,%dp' /usr/local/lib/python3.11/dist-packages/%s"
-                      % (SETUP_KERNEL_LINE, SETUP_KERNEL_LINE + 12, TARGET))
+                      % (setup_kernel_line, setup_kernel_line + 12, TARGET))
     lines = [line.strip() for line in result.stdout.splitlines()]
     assert lines[0] == SETUP_KERNEL_CALL and lines[2].startswith(MARKER)
     assert DEL_LINE + "\ntorch.accelerator.empty_cache()" in "\n".join(lines)
@@ -92,16 +100,16 @@ def test_reapplying_the_overlay_changes_nothing(host, head_image):
     assert '"changed": []' in result.stdout
 
 
-def test_conflicting_patch_fails_naming_file_and_hunk(host, head_image):
+def test_conflicting_patch_fails_naming_file_and_hunk(host, head_image, setup_kernel_line):
     # Upstream changes the context of the hunk: Mxfp4MoEMethod's kernel setup
-    # call (line 1038, not the GPT-OSS one at 403) gets another argument.
+    # call (not the GPT-OSS one) gets another argument.
     result = in_image(host, head_image[0],
                       "f=/usr/local/lib/python3.11/dist-packages/%s; "
                       "sed -i '%ds/w13_bias, w2_bias)$/w13_bias, w2_bias, None)/' $f; "
                       "sed -n '%dp' $f | grep -qF 'w2_bias, None)' || { echo 'sed missed line %d' >&2; exit 3; }; "
                       "python3 /opt/sparkfleet/overlay/sparkfleet_overlay.py apply "
                       "--manifest /opt/sparkfleet/overlay/manifest.json"
-                      % (TARGET, SETUP_KERNEL_LINE, SETUP_KERNEL_LINE, SETUP_KERNEL_LINE))
+                      % (TARGET, setup_kernel_line, setup_kernel_line, setup_kernel_line))
     assert result.rc == 1, result.stderr
     assert ("mxfp4-moe-cleanup: patches/mxfp4-moe-cleanup.patch hunk 1 (%s) neither applies "
             "to %s nor is already present" % (HUNK, TARGET)) in result.stderr
