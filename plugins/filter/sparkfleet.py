@@ -168,9 +168,12 @@ def sparkfleet_fingerprint_log_lines(fingerprint_path, keys=None):
     A release may drop one of several equivalent lines (the fingerprint lists
     it under ``missing``; scripts/vllm-release reports it): the others still
     serve. None of ``keys`` in the fingerprint is an error."""
-    lines = {key: entry["text"] for key, entry in _fingerprint(str(fingerprint_path)).get("log_lines", {}).items()}
+    entries = _fingerprint(str(fingerprint_path)).get("log_lines", {})
+    lines = {key: entry["text"] for key, entry in entries.items()}
     if keys is None:
-        return lines
+        # A line the release words two ways (two model runners) is matched in both.
+        return {key: [entry["text"]] + entry["also"] if entry.get("also") else entry["text"]
+                for key, entry in entries.items()}
     present = [lines[key] for key in keys if key in lines]
     if not present:
         raise AnsibleFilterError("sparkfleet vLLM fingerprint %s has none of the log lines %s; regenerate it with "

@@ -68,11 +68,14 @@ def marker_texts(log_lines):
     of the release's format string (between its % placeholders)."""
     out = []
     for key, phase in MARKERS:
-        text = (log_lines.get(key) or {}).get("text") if isinstance(log_lines.get(key), dict) else log_lines.get(key)
-        if text:
-            fixed = max(_PLACEHOLDER.split(text), key=lambda part: len(part.strip())).strip()
-            if fixed:
-                out.append((fixed, phase))
+        value = log_lines.get(key)
+        if isinstance(value, dict):  # a fingerprint entry: its text and the other wordings it may have
+            value = [value.get("text")] + list(value.get("also") or [])
+        for text in value if isinstance(value, list) else [value]:
+            if text:
+                fixed = max(_PLACEHOLDER.split(text), key=lambda part: len(part.strip())).strip()
+                if fixed:
+                    out.append((fixed, phase))
     return out
 
 

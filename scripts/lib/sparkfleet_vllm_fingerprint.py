@@ -92,7 +92,8 @@ SURFACE_LITERALS = {
                                            False, "DP group leader: node_rank=%d"),
         "headless_launch": _surface("vllm/entrypoints/cli/serve.py", _PROGRESS % "rendezvous", False,
                                     "headless multiproc executor, "),
-        # 0.34.0's model runner (vllm/v1/worker/gpu/) says the second text.
+        # The V1 model runner says the first, the V2 runner (vllm/v1/worker/gpu/) the second:
+        # 0.33.0 has both (V2 unless a feature needs V1), 0.34.0 only V2.
         "starting_to_load": _surface("vllm/v1/worker/gpu_model_runner.py", _PROGRESS % "loading", False,
                                      "Starting to load model %s...", "Loading model from scratch..."),
         "loading_shards": _surface(None, _PROGRESS % "loading, with the shard count", False,
@@ -999,15 +1000,17 @@ def surface_literals(index):
     for kind, entries in sorted(SURFACE_LITERALS.items()):
         for key, entry in sorted(entries.items()):
             texts = entry["texts"] or (key,)
-            hit = next(((text, path) for text in texts
-                        for path in [index.find('"%s"' % text if kind == "metrics" else text, entry["file"])]
-                        if path), None)
-            if hit is None:
+            hits = [(text, path) for text in texts
+                    for path in [index.find('"%s"' % text if kind == "metrics" else text, entry["file"])] if path]
+            if not hits:
                 missing[kind][key] = {"texts": list(texts), "read_by": entry["read_by"], "needed": entry["needed"]}
             elif kind == "metrics":
-                found[kind][key] = hit[1]
+                found[kind][key] = hits[0][1]
             else:
-                found[kind][key] = {"text": hit[0], "file": hit[1]}
+                found[kind][key] = {"text": hits[0][0], "file": hits[0][1]}
+                if len(hits) > 1:
+                    # The release can say either (0.33.0 has both model runners): readers match all.
+                    found[kind][key]["also"] = [text for text, _ in hits[1:]]
     return found["metrics"], found["log_lines"], missing
 
 

@@ -47,6 +47,18 @@ def test_every_pinned_release_names_every_phase_from_its_own_lines():
         start = "%s\n" % (lines["starting_to_load"] % "/models/x" if "%s" in lines["starting_to_load"]
                            else lines["starting_to_load"])
         assert progress.phase_of("INFO DP group leader: node_rank=0\n" + start, lines) == ("loading", ""), version
+    # 0.33.0 runs either model runner (V2 unless a feature needs V1): both wordings mark "loading",
+    # in the fingerprint's entries and in what the filter hands the progress module.
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "plugins", "filter"))
+    import sparkfleet as filters
+
+    old_entries = vllm_release.fingerprint("0.33.0")["log_lines"]
+    old_lines = filters.sparkfleet_fingerprint_log_lines(vllm_release.fingerprint_path("0.33.0"))
+    assert old_lines["starting_to_load"] == ["Starting to load model %s...", "Loading model from scratch..."]
+    for lines in (old_entries, old_lines):
+        for start in ("Starting to load model /models/x...\n", "Loading model from scratch...\n"):
+            assert progress.phase_of("INFO DP group leader: node_rank=0\n" + start, lines) == ("loading", "")
     new = {key: entry["text"] for key, entry in vllm_release.fingerprint("0.34.0")["log_lines"].items()}
     assert progress.phase_of("Loading model from scratch...\n", new) == ("loading", "")
     assert progress.phase_of("Starting to load model /models/x...\n", new) == ("starting", "")
