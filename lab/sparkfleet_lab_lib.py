@@ -17,6 +17,11 @@ MGMT_SUBNET = "10.77.0.0/24"
 FABRIC_PREFIX = 24
 ENDPOINT = "lab-endpoint"
 ENDPOINT_ADDRESS = "10.77.0.5"
+# The lab's endpoint is highly available, as inventory/example's: a second
+# HAProxy host, and keepalived's virtual IP clients use.
+ENDPOINT2 = "lab-endpoint2"
+ENDPOINT2_ADDRESS = "10.77.0.6"
+ENDPOINT_VIP = "10.77.0.100"
 # A registry on the endpoint host (Debian's docker-registry, started by the
 # test that uses it), so a prebuilt image pinned by digest is pulled for real.
 LAB_REGISTRY = "%s:5000" % ENDPOINT_ADDRESS
@@ -34,8 +39,8 @@ def fabric_network(pair):
     return "%sfabric-%s" % (CONTAINER_PREFIX, pair)
 
 
-def address_plan(pairs, endpoint=True):
-    """Nodes of the lab: names, roles, management and fabric addresses.
+def address_plan(pairs, endpoints=2):
+    """Nodes of the lab: names, roles, management and fabric addresses; its endpoint hosts.
 
     Pair ``a`` is index 1: spark-a1 (head) 10.77.0.11 / 10.78.1.11,
     spark-a2 (worker) 10.77.0.12 / 10.78.1.12; pair ``b`` uses .21/.22 and 10.78.2.x.
@@ -54,8 +59,11 @@ def address_plan(pairs, endpoint=True):
                 "fabric_address": "10.78.%d.%d" % (index, host),
                 "fabric_interface": None,
             })
-    ep = {"name": ENDPOINT, "mgmt_address": ENDPOINT_ADDRESS} if endpoint else None
-    return nodes, ep
+    if not 0 <= endpoints <= 2:
+        raise ValueError("the lab has 0, 1 or 2 endpoint hosts, not %d" % endpoints)
+    eps = [{"name": ENDPOINT, "mgmt_address": ENDPOINT_ADDRESS},
+           {"name": ENDPOINT2, "mgmt_address": ENDPOINT2_ADDRESS}][:endpoints]
+    return nodes, eps
 
 
 def container_name(node_name):
@@ -101,7 +109,7 @@ def lab_ssh_key(home=None):
     return os.path.join(home or os.path.expanduser("~"), ".config", "sparkfleet", "lab-ssh", "id_ed25519")
 
 
-def render_inventory(nodes, endpoint):
+def render_inventory(nodes, endpoints):
     """The lab's inventory/lab/hosts.yml, as YAML text: inventory/example's shape.
 
     Each node states its IP, pair, role and fabric (interface, HCAs, address,
@@ -135,13 +143,13 @@ def render_inventory(nodes, endpoint):
         "        ansible_become: true",
     ]
     lines += connection
-    if endpoint:
-        lines += [
-            "    sparkfleet_endpoint:",
-            "      hosts:",
-            "        %s:" % endpoint["name"],
-            "          ansible_host: %s" % endpoint["mgmt_address"],
-        ] + connection
+    if endpoints:
+        lines += ["    sparkfleet_endpoint:", "      hosts:"]
+        for endpoint in endpoints:
+            lines += ["        %s:" % endpoint["name"], "          ansible_host: %s" % endpoint["mgmt_address"]]
+        lines += connection
+        if len(endpoints) > 1:
+            lines.append("        fleet_endpoint_vip: %s" % ENDPOINT_VIP)
     return "\n".join(lines) + "\n"
 
 

@@ -40,9 +40,11 @@ NODES_PER_PAIR = len(NODE_ROLES)
 PORT_MIN, PORT_MAX = 1, 65535
 # What the fleet_endpoint role listens on when the inventory sets nothing
 # (roles/fleet_endpoint/defaults/main.yml; the filter reads that file).
-ENDPOINT_PORT_DEFAULTS = {"fleet_endpoint_port": 8000, "fleet_endpoint_stats_port": 8404}
+ENDPOINT_PORT_DEFAULTS = {"fleet_endpoint_port": 8000, "fleet_endpoint_stats_port": 8404,
+                          "fleet_endpoint_metrics_port": 8405}
+IPV4_RE = re.compile(r"^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])([.](25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}$")
 HEAD_PORTS = ("sparkfleet_api_port", "sparkfleet_master_port")
-ENDPOINT_PORTS = ("fleet_endpoint_port", "fleet_endpoint_stats_port")
+ENDPOINT_PORTS = ("fleet_endpoint_port", "fleet_endpoint_stats_port", "fleet_endpoint_metrics_port")
 # A registry digest, or a local image ID (content-addressed: the same bits on
 # every node that holds it, e.g. an image loaded from an archive).
 DIGEST_RE = re.compile(r"^([^@\s]+@)?sha256:[0-9a-f]{64}$")
@@ -305,6 +307,39 @@ def _check_distinct_addresses(fleet, nodes, report):
                        % (", ".join(names), address))
 
 
+def _check_endpoint_vip(fleet, endpoints, report):
+    """Two or more endpoint hosts need one virtual IP (keepalived) clients use, the same on each,
+    an IPv4 address that is no host's own."""
+    vips = {}
+    for name in endpoints:
+        vip = fleet[name].get("fleet_endpoint_vip", "")
+        if isinstance(vip, _Unresolved):
+            return
+        vips[name] = str(vip or "")
+    named = sorted(set(v for v in vips.values() if v))
+    if len(endpoints) > 1 and not named:
+        report.add(None, "sparkfleet_endpoint has %d hosts (%s) but no fleet_endpoint_vip: clients need one "
+                   "address that moves between them; set fleet_endpoint_vip in the group's vars, or keep one "
+                   "endpoint host" % (len(endpoints), ", ".join(endpoints)))
+        return
+    if len(named) > 1 or (named and len(endpoints) > 1 and "" in vips.values()):
+        report.add(None, "fleet_endpoint_vip differs between the endpoint hosts (%s): one virtual IP, set in "
+                   "the sparkfleet_endpoint group's vars" % ", ".join("%s=%s" % (n, _show(v))
+                                                                     for n, v in sorted(vips.items())))
+        return
+    if not named:
+        return
+    vip = named[0]
+    if not IPV4_RE.match(vip):
+        report.add(None, "fleet_endpoint_vip %s is not an IPv4 address (e.g. 192.168.1.99)" % _show(vip))
+        return
+    owners = sorted(name for name, host in fleet.items()
+                    if str(host.get("ansible_host", "")) == vip or str(host.get("sparkfleet_mgmt_address", "")) == vip)
+    if owners:
+        report.add(None, "fleet_endpoint_vip %s is the address of %s: the virtual IP must be a free address "
+                   "on the management network" % (vip, ", ".join(owners)))
+
+
 def _check_ports(host, settings, defaults, report):
     """Each port a valid number, and no two of the ports this host listens on the same."""
     seen = {}
@@ -450,6 +485,7 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
 
     _check_topology(fleet, nodes, report)
     _check_distinct_addresses(fleet, nodes, report)
+    _check_endpoint_vip(fleet, endpoints, report)
 
     roles = {name: fleet[name].get("sparkfleet_node_role", None) for name in nodes}
     heads, workers = {}, {}

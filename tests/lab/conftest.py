@@ -113,12 +113,19 @@ def wait_serving(address, deadline_s=300, port=8000):
     pytest.fail("%s:%d did not serve within %ds (last error: %s)" % (address, port, deadline_s, last))
 
 
-@pytest.fixture(scope="session")
-def endpoint():
-    """Management address of the lab's fleet endpoint (HAProxy) host."""
+def endpoint_group():
+    """The lab inventory's sparkfleet_endpoint group: {hosts: {...}, vars: {...}}."""
     with open(INVENTORY, encoding="utf-8") as handle:
         inventory = yaml.safe_load(handle)
-    hosts = inventory["all"]["children"].get("sparkfleet_endpoint", {}).get("hosts", {})
-    if not hosts:
+    group = inventory["all"]["children"].get("sparkfleet_endpoint", {})
+    if not group.get("hosts"):
         pytest.fail("the lab has no endpoint host")
-    return next(iter(hosts.values()))["ansible_host"]
+    return group
+
+
+@pytest.fixture(scope="session")
+def endpoint():
+    """Where clients reach the lab's fleet endpoint: keepalived's virtual IP when the endpoint has
+    one (two HAProxy hosts, as inventory/example), else its one host's management address."""
+    group = endpoint_group()
+    return (group.get("vars") or {}).get("fleet_endpoint_vip") or next(iter(group["hosts"].values()))["ansible_host"]

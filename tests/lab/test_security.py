@@ -135,7 +135,32 @@ def test_sockets_listen_only_where_needed(lab):
         worker_fabric = {port for address, port in worker_sockets if address == worker["sparkfleet_fabric_address"]}
         assert worker_fabric == set(), "worker %s: fabric address serves %s" % (worker["name"], worker_fabric)
         assert not {port for _, port in worker_sockets} & {API_PORT, MASTER_PORT}
+        # The node exporter answers on the management address only.
+        for node in (head, worker):
+            exporter = {address for address, port in listening(node["container"]) if port == NODE_EXPORTER_PORT}
+            assert exporter == {node["ansible_host"]}, "%s: node exporter on %s" % (node["name"], exporter)
 
+
+@pytest.mark.untimed
+def test_monitoring_sockets_listen_only_where_needed():
+    """Prometheus on the monitoring host's loopback; HAProxy's exporter on loopback beside it, else
+    on the endpoint host's management address; keepalived holds no TCP socket."""
+    with open(INVENTORY, encoding="utf-8") as handle:
+        hosts = yaml.safe_load(handle)["all"]["children"]["sparkfleet_endpoint"]["hosts"]
+    for index, (name, hv) in enumerate(hosts.items()):
+        sockets = listening(container_of(name))
+        prometheus = {address for address, port in sockets if port == PROMETHEUS_PORT}
+        haproxy_exporter = {address for address, port in sockets if port == HAPROXY_EXPORTER_PORT}
+        exporter = {address for address, port in sockets if port == NODE_EXPORTER_PORT}
+        # The first endpoint host runs Prometheus (no sparkfleet_monitoring group in the lab).
+        assert prometheus == ({"127.0.0.1"} if index == 0 else set()), (name, prometheus)
+        assert haproxy_exporter == ({"127.0.0.1"} if index == 0 else {hv["ansible_host"]}), (name, haproxy_exporter)
+        assert exporter == {hv["ansible_host"]}, (name, exporter)
+
+
+NODE_EXPORTER_PORT = 9100
+PROMETHEUS_PORT = 9090
+HAPROXY_EXPORTER_PORT = 8405
 
 SECRET_PATHS = ["/etc", "/var/lib/sparkfleet", "/usr/local/libexec/sparkfleet", "/run", "/root", "/var/log"]
 

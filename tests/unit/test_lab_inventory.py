@@ -15,22 +15,23 @@ from sparkfleet_topology import build_pairs  # noqa: E402
 
 
 def test_address_plan_two_pairs():
-    nodes, endpoint = lib.address_plan(2)
+    nodes, endpoints = lib.address_plan(2)
     assert [n["name"] for n in nodes] == ["spark-a1", "spark-a2", "spark-b1", "spark-b2"]
     assert [n["role"] for n in nodes] == ["head", "worker", "head", "worker"]
     assert nodes[3]["mgmt_address"] == "10.77.0.22" and nodes[3]["fabric_address"] == "10.78.2.22"
     assert nodes[0]["fabric_network"] == "sparkfleet-lab-fabric-a"
-    assert endpoint == {"name": "lab-endpoint", "mgmt_address": "10.77.0.5"}
-    assert lib.address_plan(1, endpoint=False)[1] is None
+    assert endpoints == [{"name": "lab-endpoint", "mgmt_address": "10.77.0.5"},
+                         {"name": "lab-endpoint2", "mgmt_address": "10.77.0.6"}]
+    assert lib.address_plan(1, endpoints=0)[1] == []
     with pytest.raises(ValueError):
         lib.address_plan(0)
 
 
 def test_rendered_inventory_is_a_valid_fleet():
-    nodes, endpoint = lib.address_plan(2)
+    nodes, endpoints = lib.address_plan(2)
     for node in nodes:
         node["fabric_interface"] = "eth1"
-    inventory = yaml.safe_load(lib.render_inventory(nodes, endpoint))
+    inventory = yaml.safe_load(lib.render_inventory(nodes, endpoints))
     hosts = inventory["all"]["children"]["sparkfleet_nodes"]["hosts"]
     assert hosts["spark-b2"]["ansible_host"] == "10.77.0.22"
     assert hosts["spark-b2"]["sparkfleet_fabric_hca"] == "rocep1s0f1,roceP2p1s0f1"
@@ -38,13 +39,18 @@ def test_rendered_inventory_is_a_valid_fleet():
         "a": {"head": "spark-a1", "worker": "spark-a2", "master_addr": "10.78.1.11"},
         "b": {"head": "spark-b1", "worker": "spark-b2", "master_addr": "10.78.2.21"},
     }
-    assert inventory["all"]["children"]["sparkfleet_endpoint"]["hosts"]["lab-endpoint"] == {
-        "ansible_host": "10.77.0.5"}
+    assert inventory["all"]["children"]["sparkfleet_endpoint"]["hosts"] == {
+        "lab-endpoint": {"ansible_host": "10.77.0.5"}, "lab-endpoint2": {"ansible_host": "10.77.0.6"}}
     # ssh + sudo, as on DGX OS, scoped to the groups Ansible logs in to: the
     # controller's implicit localhost takes `all` vars and must never become.
     assert "vars" not in inventory["all"]
     for group in ("sparkfleet_nodes", "sparkfleet_endpoint"):
-        assert inventory["all"]["children"][group]["vars"] == {"ansible_user": "sparkops", "ansible_become": True}
+        assert {k: v for k, v in inventory["all"]["children"][group]["vars"].items()
+                if k.startswith("ansible_")} == {"ansible_user": "sparkops", "ansible_become": True}
+    # Two endpoint hosts hold one virtual IP, as inventory/example's.
+    assert inventory["all"]["children"]["sparkfleet_endpoint"]["vars"]["fleet_endpoint_vip"] == "10.77.0.100"
+    single = yaml.safe_load(lib.render_inventory(nodes, endpoints[:1]))
+    assert "fleet_endpoint_vip" not in single["all"]["children"]["sparkfleet_endpoint"]["vars"]
 
 
 def _shape(inventory):
@@ -55,10 +61,10 @@ def _shape(inventory):
 
 
 def test_lab_inventory_has_exactly_the_example_inventorys_shape():
-    nodes, endpoint = lib.address_plan(2)
+    nodes, endpoints = lib.address_plan(2)
     for node in nodes:
         node["fabric_interface"] = "eth1"
-    lab = yaml.safe_load(lib.render_inventory(nodes, endpoint))
+    lab = yaml.safe_load(lib.render_inventory(nodes, endpoints))
     with open(os.path.join(ROOT, "inventory", "example", "hosts.yml"), encoding="utf-8") as handle:
         example = yaml.safe_load(handle)
     assert _shape(lab) == _shape(example)
@@ -174,5 +180,5 @@ def test_node_docker_trusts_only_the_lab_registry_over_plain_http():
 
     daemon = json.loads(lib.node_docker_daemon_json())
     assert daemon == {"storage-driver": "overlay2", "insecure-registries": ["10.77.0.5:5000"]}
-    _, endpoint = lib.address_plan(1)
-    assert lib.LAB_REGISTRY == endpoint["mgmt_address"] + ":5000"
+    _, endpoints = lib.address_plan(1)
+    assert lib.LAB_REGISTRY == endpoints[0]["mgmt_address"] + ":5000"

@@ -28,7 +28,9 @@ def test_every_scenario_covers_some_role():
 
 
 def test_a_role_change_selects_its_scenarios_only():
-    assert mc.select(["roles/fleet_endpoint/templates/haproxy.cfg.j2"], MAP, SCENARIOS) == ["endpoint"]
+    # The monitoring scenario converges the endpoint too (it scrapes HAProxy's exporter).
+    assert mc.select(["roles/fleet_endpoint/templates/haproxy.cfg.j2"], MAP, SCENARIOS) == ["endpoint", "monitoring"]
+    assert mc.select(["roles/fleet_monitoring/tasks/main.yml"], MAP, SCENARIOS) == ["monitoring"]
     assert mc.select(["roles/spark_fabric/tasks/link.yml"], MAP, SCENARIOS) == ["default", "fabric"]
 
 

@@ -245,6 +245,22 @@ REFUSALS = [
      on("spark-02", sparkfleet_vllm_version=OTHER_RELEASE),
      ["spark-02: sparkfleet_vllm_version is '%s'; its head spark-01 runs '%s': both ranks of a pair run "
       "one release (set it for the pair, not the node)" % (OTHER_RELEASE, FLEET_RELEASE)]),
+    # --- the endpoint's virtual IP (two endpoint hosts)
+    ("two endpoint hosts without a virtual IP",
+     on(("fleet-gw", "fleet-gw2"), fleet_endpoint_vip=""),
+     ["sparkfleet_endpoint has 2 hosts (fleet-gw, fleet-gw2) but no fleet_endpoint_vip: clients need one address "
+      "that moves between them; set fleet_endpoint_vip in the group's vars, or keep one endpoint host"]),
+    ("a virtual IP set on one endpoint host only",
+     on("fleet-gw2", fleet_endpoint_vip="192.168.1.97"),
+     ["fleet_endpoint_vip differs between the endpoint hosts (fleet-gw='192.168.1.99', fleet-gw2='192.168.1.97'): "
+      "one virtual IP, set in the sparkfleet_endpoint group's vars"]),
+    ("a virtual IP that is not an IPv4 address",
+     on(("fleet-gw", "fleet-gw2"), fleet_endpoint_vip="vip.example.org"),
+     ["fleet_endpoint_vip 'vip.example.org' is not an IPv4 address (e.g. 192.168.1.99)"]),
+    ("a virtual IP that is a Spark's address",
+     on(("fleet-gw", "fleet-gw2"), fleet_endpoint_vip="192.168.1.103"),
+     ["fleet_endpoint_vip 192.168.1.103 is the address of spark-03: the virtual IP must be a free address on the "
+      "management network"]),
     # --- topology (the existing rules, as a line instead of an exception)
     ("two heads in a pair",
      on("spark-02", sparkfleet_node_role="head"),

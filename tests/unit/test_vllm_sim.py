@@ -20,6 +20,7 @@ if SIM_ROOT not in sys.path:
     sys.path.insert(0, SIM_ROOT)
 
 from vllm_sim import textgen  # noqa: E402
+import sparkfleet_monitoring as monitoring  # noqa: E402
 from vllm_sim.cli import parse_faults  # noqa: E402
 
 VLLM = os.path.join(SIM_ROOT, "bin", "vllm")
@@ -486,6 +487,15 @@ def test_two_node_cluster(procs):
                  "# TYPE vllm:e2e_request_latency_seconds histogram"):
         assert name in m1, name
     assert metric_value(m1, "vllm:generation_tokens_total") > gen0
+    # Every family the simulator exposes is one the pinned release registers
+    # (its fingerprint's metrics), and so is every family the alert rules and
+    # the dashboard read (tests/unit/test_monitoring.py).
+    with open(FINGERPRINT_PATH, encoding="utf-8") as handle:
+        release_metrics = set(json.load(handle)["metrics"])
+    exposed = set(monitoring.vllm_metric_names(" ".join(re.findall(r"^# TYPE (\S+)", m1, re.M))))
+    assert exposed >= {"vllm:inter_token_latency_seconds", "vllm:request_queue_time_seconds"}
+    assert exposed <= release_metrics, exposed - release_metrics
+    assert metric_value(m1, "vllm:inter_token_latency_seconds_count") > 0
     assert metric_value(m1, "vllm:request_success_total", 'finished_reason="stop"') >= 3
     assert metric_value(m1, "vllm:spec_decode_num_accepted_tokens_total") > 0
 

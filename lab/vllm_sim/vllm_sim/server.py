@@ -27,10 +27,15 @@ KV_DTYPE_FACTOR = {"fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0,
 KV_BYTES_PER_FP8_TOKEN = 28672
 STALL_AT_RUNNING = 6
 
+# Bucket boundaries of vLLM's histograms (vllm/v1/metrics/buckets.py:
+# REQUEST_LATENCY_BUCKETS for e2e and queue time, TIME_TO_FIRST_TOKEN_BUCKETS,
+# INTER_TOKEN_LATENCY_BUCKETS), read from the pinned wheels.
 E2E_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
                60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
 TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
                 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0]
+ITL_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+               10.0, 20.0, 40.0, 80.0]
 
 
 def kv_cache_tokens(args):
@@ -51,12 +56,12 @@ class Histogram:
         self.sum = 0.0
         self.count = 0
 
-    def observe(self, v):
-        self.sum += v
-        self.count += 1
+    def observe(self, v, times=1):
+        self.sum += v * times
+        self.count += times
         for i, b in enumerate(self.buckets):
             if v <= b:
-                self.counts[i] += 1
+                self.counts[i] += times
 
     def render(self, name, labels):
         out = []
@@ -84,6 +89,8 @@ class Engine:
         self.success = {"stop": 0, "length": 0, "abort": 0}
         self.e2e = Histogram(E2E_BUCKETS)
         self.ttft = Histogram(TTFT_BUCKETS)
+        self.itl = Histogram(ITL_BUCKETS)
+        self.queue = Histogram(E2E_BUCKETS)
         self.served = 0
         self.draining = False
         # slow_decode=F: every token takes F times as long (a configuration
@@ -114,8 +121,10 @@ class Engine:
         with self.lock:
             self.inflight += 1
             self.waiting += 1
+        queued_at = time.monotonic()
         self.slots.acquire()
         with self.lock:
+            self.queue.observe(time.monotonic() - queued_at)
             self.waiting -= 1
             self.running += 1
             self.inflight_tokens += prompt_tokens
@@ -142,6 +151,10 @@ class Engine:
             self.success[reason] = self.success.get(reason, 0) + 1
             self.e2e.observe(e2e)
             self.ttft.observe(ttft)
+            # vLLM observes every gap between two output tokens; the
+            # simulator's tokens are evenly spaced, so each gap is the mean.
+            if gen_tokens > 1:
+                self.itl.observe((e2e - ttft) / (gen_tokens - 1), times=gen_tokens - 1)
             if reason != "abort":
                 self.served += 1
             if self.spec_k and gen_tokens:
@@ -205,6 +218,12 @@ class Engine:
             metric("vllm:time_to_first_token_seconds", "histogram",
                    "Histogram of time to first token in seconds.",
                    self.ttft.render("vllm:time_to_first_token_seconds", lb))
+            metric("vllm:inter_token_latency_seconds", "histogram",
+                   "Histogram of inter-token latency in seconds.",
+                   self.itl.render("vllm:inter_token_latency_seconds", lb))
+            metric("vllm:request_queue_time_seconds", "histogram",
+                   "Histogram of time spent in WAITING phase for request.",
+                   self.queue.render("vllm:request_queue_time_seconds", lb))
             if self.spec_k:
                 metric("vllm:spec_decode_num_drafts_total", "counter", "Number of spec decoding drafts.",
                        [f"vllm:spec_decode_num_drafts_total{{{lb}}} {float(self.spec_drafts)}"])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A fake pair head for the endpoint scenario: /health 200, chat completions
+"""A fake pair head for the endpoint and monitoring scenarios: /health 200, /metrics, chat completions
 answering 42 and naming the head; X-Sleep: <s> holds a request (draining tests)."""
 
 import json
@@ -25,6 +25,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server API)
         if self.path == "/health":
             self.reply(200, {})
+        elif self.path == "/metrics":
+            # One of vLLM's gauges, for the monitoring scenario's Prometheus.
+            body = ('# TYPE vllm:num_requests_running gauge\n'
+                    'vllm:num_requests_running{engine="0",model_name="deepseek-v4-flash"} 0.0\n').encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         else:
             self.reply(404, {"error": "not found"})
 
