@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 
 # (file name in the bundle, argv). A missing program is reported, not fatal.
+# The serving containers' `docker inspect` is added per role (commands()).
 COMMANDS = (
     ("containers.txt", ["docker", "ps", "--all", "--no-trunc"]),
-    ("container-head.json", ["docker", "inspect", "sparkfleet-vllm-head"]),
-    ("container-worker.json", ["docker", "inspect", "sparkfleet-vllm-worker"]),
     ("images.txt", ["docker", "image", "ls", "--no-trunc"]),
     ("sysctl.txt", ["sysctl", "-a"]),
     ("limits-shell.txt", ["sh", "-c", "ulimit -a"]),
@@ -45,8 +44,22 @@ FILES = (
     "/var/lib/sparkfleet/start-times.json",
 )
 
-# The units whose journals since boot go into the bundle.
-UNITS = ("sparkfleet-vllm-head", "sparkfleet-vllm-worker", "docker", "earlyoom", "sparkfleet-port-guard")
+# The units whose journals since boot go into the bundle, besides the serving
+# units (sparkfleet_units in group_vars/all/fleet.yml, passed to the module).
+HOST_UNITS = ("docker", "earlyoom", "sparkfleet-port-guard")
+
+
+def commands(serving_units):
+    """COMMANDS, with `docker inspect` of each serving container (named as its unit) as
+    container-<role>.json; ``serving_units``: {role: unit name}."""
+    inspect = tuple(("container-%s.json" % role, ["docker", "inspect", unit])
+                    for role, unit in sorted(serving_units.items()))
+    return COMMANDS[:1] + inspect + COMMANDS[1:]
+
+
+def units(serving_units):
+    """The units whose journals go into the bundle: the serving units, then the host's."""
+    return tuple(unit for _, unit in sorted(serving_units.items())) + HOST_UNITS
 
 # GPU driver lines, and the kernel's OOM killer (mm/oom_kill.c: "<who> invoked oom-killer",
 # "oom-kill:constraint=...", "Out of memory: Killed process <pid> (<comm>) total-vm:...", its

@@ -19,6 +19,7 @@ options:
   archive: {type: path, required: true, description: Where to write the bundle on the node.}
   secrets: {type: list, elements: str, default: [], no_log: true, description: Values that must not appear in the bundle.}
   timeout: {type: int, default: 30, description: Seconds per command.}
+  serving_units: {type: dict, required: true, description: "The serving units by role (sparkfleet_units); each container is named as its unit."}
 """
 
 RETURN = r"""
@@ -37,7 +38,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sparkfleet_doctor import (
-    COMMANDS, FILES, UNITS, gid_table, kernel_lines, match_signatures, redact)
+    FILES, commands, gid_table, kernel_lines, match_signatures, redact, units)
 
 
 def run(argv, timeout):
@@ -50,15 +51,15 @@ def run(argv, timeout):
     return result.stdout + (("\n--- stderr (exit %d)\n%s" % (result.returncode, result.stderr)) if result.stderr else "")
 
 
-def collect(timeout):
+def collect(timeout, serving_units):
     texts, missing = {}, []
-    for name, argv in COMMANDS:
+    for name, argv in commands(serving_units):
         out = run(argv, timeout)
         if out is None:
             missing.append(argv[0])
             continue
         texts[name] = out
-    for unit in UNITS:
+    for unit in units(serving_units):
         out = run(["journalctl", "--unit", unit, "--boot", "--no-pager", "--output", "short-iso"], timeout)
         if out is None:
             missing.append("journalctl")
@@ -113,11 +114,12 @@ def main():
             archive=dict(type="path", required=True),
             secrets=dict(type="list", elements="str", default=[], no_log=True),
             timeout=dict(type="int", default=30),
+            serving_units=dict(type="dict", required=True),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    texts, missing = collect(p["timeout"])
+    texts, missing = collect(p["timeout"], p["serving_units"])
     signatures = match_signatures(texts)
     for found in signatures:
         found["evidence"] = redact(found["evidence"], p["secrets"])

@@ -59,8 +59,13 @@ def copy_image(ref, source, target):
     assert save.wait() == 0
 
 
+with open(os.path.join(ROOT, "group_vars", "all", "fleet.yml"), encoding="utf-8") as _handle:
+    # The serving units by role, named once (sparkfleet_units); each container is named as its unit.
+    SERVING_UNITS = yaml.safe_load(_handle)["sparkfleet_units"]
+
+
 def unit_of(node):
-    return "sparkfleet-vllm-%s" % node["sparkfleet_node_role"]
+    return SERVING_UNITS[node["sparkfleet_node_role"]]
 
 
 def main_pid(node):

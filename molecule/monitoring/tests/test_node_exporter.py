@@ -12,6 +12,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 with open(os.path.join(PROJECT, "roles", "fleet_monitoring", "defaults", "main.yml"), encoding="utf-8") as _f:
     DEFAULTS = yaml.safe_load(_f)
+with open(os.path.join(PROJECT, "group_vars", "all", "fleet.yml"), encoding="utf-8") as _f:
+    TEXTFILE_DIR = yaml.safe_load(_f)["sparkfleet_textfile_dir"]
 
 
 def test_node_exporter_listens_on_the_management_address_only(host):
@@ -27,4 +29,4 @@ def test_node_exporter_listens_on_the_management_address_only(host):
     # The textfile is written even with no serving unit (only its HELP and TYPE lines then).
     assert host.run("%s" % DEFAULTS["fleet_monitoring_nccl_textfile_script"]).rc == 0
     assert "# TYPE sparkfleet_nccl_socket_fallback gauge" in host.file(
-        os.path.join(DEFAULTS["fleet_monitoring_textfile_dir"], "sparkfleet_nccl.prom")).content_string
+        os.path.join(TEXTFILE_DIR, "sparkfleet_nccl.prom")).content_string
