@@ -15,7 +15,7 @@ description:
     install and a second run changes nothing.
   - C(playbooks/uninstall.yml) restores from this record (module C(sparkfleet_uninstall)).
 options:
-  record_file: {type: path, default: /var/lib/sparkfleet/install-record.json, description: The record.}
+  record_file: {type: path, required: true, description: "The record (sparkfleet_install_record_file)."}
   files: {type: list, elements: path, default: [], description: Files sparkfleet will write but does not own.}
   dirs: {type: list, elements: path, default: [], description: Directories sparkfleet will create (missing parents too).}
   json_keys:
@@ -49,7 +49,7 @@ def package_installed(name):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            record_file=dict(type="path", default="/var/lib/sparkfleet/install-record.json"),
+            record_file=dict(type="path", required=True),
             files=dict(type="list", elements="path", default=[]),
             dirs=dict(type="list", elements="path", default=[]),
             json_keys=dict(type="dict", default={}),

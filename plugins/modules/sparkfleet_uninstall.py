@@ -16,7 +16,7 @@ description:
   - Consumed record entries are dropped; with O(drop_record) the record and saved originals go too.
   - Check mode says what would change. A second run finds nothing to do.
 options:
-  record_file: {type: path, default: /var/lib/sparkfleet/install-record.json, description: The record.}
+  record_file: {type: path, required: true, description: "The record (sparkfleet_install_record_file)."}
   restore: {type: list, elements: path, default: [], description: Recorded files to put back.}
   restore_json: {type: list, elements: path, default: [], description: JSON files whose merged keys to put back.}
   restore_sysctl: {type: bool, default: false, description: Put recorded kernel settings back.}
@@ -54,7 +54,7 @@ from ansible.module_utils.sparkfleet_install_record import (load, originals_dir,
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            record_file=dict(type="path", default="/var/lib/sparkfleet/install-record.json"),
+            record_file=dict(type="path", required=True),
             restore=dict(type="list", elements="path", default=[]),
             restore_json=dict(type="list", elements="path", default=[]),
             restore_sysctl=dict(type="bool", default=False),
