@@ -13,6 +13,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import sparkfleet_monitoring as monitoring  # noqa: E402  pylint: disable=wrong-import-position
 
 
+def _scrape_address(hv, name):
+    """Where Prometheus reaches a host's exporters: its management IP, else its ansible_host (a
+    name), else its inventory name."""
+    return hv.get("sparkfleet_mgmt_ip", "") or str(hv.get("ansible_host", "") or name)
+
+
 def sparkfleet_scrape_targets(hostvars, nodes, endpoints, api_port, exporter_port, haproxy_port):
     """{job: [static_config]}: heads' vLLM, every Spark's node exporter, every endpoint's HAProxy."""
     node_list = []
@@ -23,10 +29,10 @@ def sparkfleet_scrape_targets(hostvars, nodes, endpoints, api_port, exporter_por
             "pair": hv.get("sparkfleet_pair", ""),
             "role": hv.get("sparkfleet_node_role", ""),
             "api_address": hv.get("sparkfleet_api_bind_address", ""),
-            "mgmt_address": hv.get("sparkfleet_mgmt_ip", ""),
+            "mgmt_address": _scrape_address(hv, name),
         })
     endpoint_list = [{"name": name, "metrics_address": hostvars[name].get("fleet_endpoint_metrics_address", ""),
-                      "mgmt_address": hostvars[name].get("sparkfleet_mgmt_ip", "")}
+                      "mgmt_address": _scrape_address(hostvars[name], name)}
                      for name in endpoints or []]
     try:
         return monitoring.scrape_targets(node_list, endpoint_list, api_port, exporter_port, haproxy_port)

@@ -146,3 +146,25 @@ def test_alert_rules_pass_promtool_check_and_their_unit_tests(tmp_path):
     with open(os.path.join(rules_dir, "alerts.test.yml"), encoding="utf-8") as handle:
         tests = handle.read()
     assert defined and all("alertname: %s\n" % name in tests for name in defined), defined
+
+
+def test_a_spark_known_by_name_is_scraped_at_that_name():
+    """Without a management IP (ansible_host a DNS name) the node exporter listens on every
+    address (warned by the role) and Prometheus reaches it by the name."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    spec = importlib.util.spec_from_file_location("sparkfleet_monitoring_filters",
+                                                  os.path.join(ROOT, "plugins", "filter", "sparkfleet_monitoring.py"))
+    monitoring_filters = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(monitoring_filters)
+
+    hostvars = {
+        "spark-01": {"sparkfleet_pair": "a", "sparkfleet_node_role": "head", "sparkfleet_mgmt_ip": "",
+                     "ansible_host": "spark-01.lan", "sparkfleet_api_bind_address": "0.0.0.0"},
+        "spark-02": {"sparkfleet_pair": "a", "sparkfleet_node_role": "worker", "sparkfleet_mgmt_ip": "10.0.0.2",
+                     "ansible_host": "10.0.0.2"},
+        "gw": {"sparkfleet_mgmt_ip": "", "fleet_endpoint_metrics_address": "127.0.0.1"},
+    }
+    jobs = monitoring_filters.sparkfleet_scrape_targets(hostvars, ["spark-01", "spark-02"], ["gw"], 8000, 9100, 8405)
+    assert jobs[monitoring.JOB_VLLM][0]["targets"] == ["spark-01.lan:8000"]
+    assert [c["targets"][0] for c in jobs[monitoring.JOB_NODE]] == ["spark-01.lan:9100", "10.0.0.2:9100", "gw:9100"]
