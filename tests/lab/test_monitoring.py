@@ -58,10 +58,20 @@ def _rank_restart_alerts(prometheus, node):
 
 @pytest.mark.untimed
 def test_prometheus_scrapes_both_pairs_the_endpoint_and_every_node(lab, prometheus):
-    targets = prometheus("/api/v1/targets", state="active")["activeTargets"]
+    # An earlier test may have just restarted a pair (test_doctor kills a worker): once every
+    # head serves, each target is up again within a scrape interval or two.
+    for roles in lab.values():
+        wait_serving(roles["head"]["ansible_host"])
+    deadline = time.monotonic() + 3 * SCRAPE_S + 10
+    while True:
+        targets = prometheus("/api/v1/targets", state="active")["activeTargets"]
+        down = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets if t["health"] != "up"]
+        if not down or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert down == [], down
     by_job = {}
     for target in targets:
-        assert target["health"] == "up", target
         by_job.setdefault(target["labels"]["job"], []).append(target["labels"])
     heads = {pair: roles["head"]["name"] for pair, roles in lab.items()}
     assert sorted((t["pair"], t["node"]) for t in by_job["sparkfleet_vllm"]) == sorted(
@@ -86,9 +96,10 @@ def test_prometheus_scrapes_both_pairs_the_endpoint_and_every_node(lab, promethe
     nccl = prometheus("/api/v1/query", query="sparkfleet_nccl_socket_fallback")["result"]
     assert sorted((r["metric"]["node"], r["metric"]["net"], r["value"][1]) for r in nccl) == sorted(
         (node["name"], "IB", "0") for roles in lab.values() for node in roles.values())
-    # Nothing fires on a healthy fleet.
+    # Nothing fires on a healthy fleet but the restart an earlier test made (test_doctor kills
+    # pair b's worker), for the alert's window.
     assert [a["labels"]["alertname"] for a in prometheus("/api/v1/alerts")["alerts"]
-            if a["state"] == "firing"] == []
+            if a["state"] == "firing" and a["labels"]["alertname"] != "SparkfleetRankRestarted"] == []
 
 
 @pytest.mark.untimed
@@ -133,8 +144,9 @@ def test_a_killed_worker_raises_the_rank_restart_alert_which_clears_after_the_pa
         time.monotonic() - restarted)
     print("pair a serving again (checked %.1f s after the alert fired); the alert cleared %.1f s after the "
           "restart (window %.0f s)" % (healed, cleared, RESTART_WINDOW_S))
-    # Only the restart alert: the pair's head answered /metrics throughout the window's end.
-    assert [a["labels"]["alertname"] for a in prometheus("/api/v1/alerts")["alerts"] if a["state"] == "firing"] == []
+    # Nothing else fired for pair a: its head answered /metrics again well within a minute.
+    assert [a["labels"]["alertname"] for a in prometheus("/api/v1/alerts")["alerts"]
+            if a["state"] == "firing" and a["labels"].get("pair") == "a"] == []
 
 
 def _free_port():
