@@ -215,3 +215,23 @@ def test_every_metric_the_simulator_exports_is_one_the_release_declares(fingerpr
     for name in sorted(exported):
         base = name[:-len("_total")] if name.endswith("_total") else name
         assert base in fingerprint["metrics"], "%s: not a metric of vLLM %s" % (name, fingerprint["release"]["version"])
+
+
+def test_the_simulators_histogram_buckets_are_the_releases(version):
+    """The bucket boundaries the simulator's /metrics uses are the release's defaults
+    (vllm/v1/metrics/buckets.py), so a TTFT or ITL quantile the alerts and graphs read from the
+    lab falls in the buckets a real head would report."""
+    import ast  # pylint: disable=import-outside-toplevel
+
+    sys.path.insert(0, os.path.join(ROOT, "lab", "vllm_sim"))
+    from vllm_sim import server  # pylint: disable=import-outside-toplevel
+
+    source = vllm_release.wheel(version).read_bytes("vllm/v1/metrics/buckets.py").decode()
+    release = {}
+    for node in ast.parse(source).body:
+        target = getattr(node, "target", None) or (node.targets[0] if getattr(node, "targets", None) else None)
+        if isinstance(target, ast.Name) and target.id.endswith("_BUCKETS") and node.value is not None:
+            release[target.id] = [float(v) for v in ast.literal_eval(node.value)]
+    assert release["REQUEST_LATENCY_BUCKETS"] == server.E2E_BUCKETS
+    assert release["TIME_TO_FIRST_TOKEN_BUCKETS"] == server.TTFT_BUCKETS
+    assert release["INTER_TOKEN_LATENCY_BUCKETS"] == server.ITL_BUCKETS
