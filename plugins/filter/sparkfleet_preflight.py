@@ -118,7 +118,7 @@ def sparkfleet_preflight(hostvars, groups):
     # hostvars['localhost'] holds its variables (group all's included).
     controller = _HostVars(hostvars[preflight.CONTROLLER]) if preflight.CONTROLLER in hostvars else None
     return preflight.problems(fleet, nodes, endpoints, preflight.known_variables(ROOT), _endpoint_defaults(),
-                              controller, preflight.pinned_releases(ROOT))
+                              controller, preflight.pinned_releases(ROOT), preflight.option_specs(ROOT))
 
 
 class FilterModule:

@@ -34,6 +34,6 @@ def verdict(host, path, free, need, reserve, what):
     if free - reserve >= need:
         return None
     return ("%s: %s has %s free; %s needs %s and %s stays free (sparkfleet_disk_reserve_gib), "
-            "so %s more is needed. Free space (unused images, old build contexts under "
-            "/var/lib/sparkfleet/image-build) or grow the disk; nothing was transferred or built."
+            "so %s more is needed. Free space (playbooks/prune.yml removes unused images and their "
+            "build contexts) or grow the disk; nothing was transferred or built."
             % (host, path, gib(free), what, gib(need), gib(reserve), gib(need + reserve - free)))

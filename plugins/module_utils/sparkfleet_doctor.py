@@ -30,7 +30,9 @@ COMMANDS = (
                    "earlyoom.service"]),
 )
 
-# Files copied as they are (secrets redacted); globs allowed.
+# Files copied as they are (secrets redacted); globs allowed. The pair's state
+# records (gate, last known good, start times) come from the play
+# (group_vars/all/host.yml names them).
 FILES = (
     "/etc/sparkfleet/*",
     "/proc/meminfo",
@@ -39,9 +41,6 @@ FILES = (
     "/etc/docker/daemon.json",
     "/etc/default/earlyoom",
     "/etc/systemd/system/sparkfleet-*.service",
-    "/var/lib/sparkfleet/last-gate.json",
-    "/var/lib/sparkfleet/last-known-good/record.json",
-    "/var/lib/sparkfleet/start-times.json",
 )
 
 # The units whose journals since boot go into the bundle, besides the serving

@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import functools
 import glob
+import json
 import os
 import re
 
@@ -34,7 +35,7 @@ from sparkfleet_topology import NODE_ROLES, TopologyError, build_pairs
 # Variable name prefixes owned by sparkfleet and its roles: an inventory
 # variable with one of these that nothing reads is a typo or a leftover.
 PREFIXES = ("sparkfleet_", "spark_host_", "spark_fabric_", "spark_image_", "spark_model_",
-            "spark_service_", "spark_health_", "fleet_endpoint_")
+            "spark_service_", "spark_health_", "fleet_endpoint_", "fleet_monitoring_")
 
 NODES_PER_PAIR = len(NODE_ROLES)
 PORT_MIN, PORT_MAX = 1, 65535
@@ -340,6 +341,35 @@ def _check_endpoint_vip(fleet, endpoints, report):
                    "on the management network" % (vip, ", ".join(owners)))
 
 
+TLS_HOLDS = (("-----BEGIN CERTIFICATE-----", "no certificate"), ("PRIVATE KEY-----", "no private key"))
+TLS_WHAT = "a PEM file on the controller holding the certificate chain and its private key"
+
+
+def _check_endpoint_tls(host, report):
+    """The endpoint's certificate comes from the controller (each endpoint host gets a copy), so
+    it must be there, readable, and hold both halves HAProxy's `ssl crt` needs; else the role would
+    fail on the first endpoint host, or HAProxy's validation on a half-written configuration."""
+    value = host.get("fleet_endpoint_tls_certificate", "")
+    if not isinstance(value, str) or not value:
+        return  # HTTP, or a type the argument spec check reports
+    path = os.path.expanduser(value)
+    if not os.path.isabs(path):
+        report.add(host.name, "fleet_endpoint_tls_certificate is %s; must be an absolute path to %s "
+                              "(e.g. '{{ inventory_dir }}/tls/api.pem')" % (_show(value), TLS_WHAT))
+        return
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            text = handle.read(1 << 20)
+    except OSError as exc:
+        report.add(host.name, "fleet_endpoint_tls_certificate is %s; %s on the controller: must be %s"
+                              % (_show(value), exc.strerror.lower() if exc.strerror else type(exc).__name__, TLS_WHAT))
+        return
+    missing = [what for marker, what in TLS_HOLDS if marker not in text]
+    if missing:
+        report.add(host.name, "fleet_endpoint_tls_certificate is %s; it holds %s: must be %s"
+                              % (_show(value), " and ".join(missing), TLS_WHAT))
+
+
 def _check_ports(host, settings, defaults, report):
     """Each port a valid number, and no two of the ports this host listens on the same."""
     seen = {}
@@ -448,6 +478,94 @@ def _check_image(host, report):
                           "so %s" % (_show(ref), when))
 
 
+# What a role option's declared type accepts, as Ansible's own argument spec
+# validation converts it (a string of digits is an integer, "yes" a boolean, a
+# comma-separated string a list), but stricter on one point: a boolean is not a
+# string (YAML's bare yes/no where a name or path belongs is a slip, not a value).
+def _is_int(value):
+    return _as_int(value) is not None or (isinstance(value, float) and value.is_integer())
+
+
+def _is_float(value):
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
+def _is_dict(value):
+    if isinstance(value, dict):
+        return True
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                return isinstance(json.loads(text), dict)
+            except ValueError:
+                return False
+        return "=" in text
+    return False
+
+
+_TYPES = {
+    "str": (lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool), "a string"),
+    "path": (lambda v: isinstance(v, str), "a path (a string)"),
+    "int": (_is_int, "an integer"),
+    "float": (_is_float, "a number"),
+    "bool": (lambda v: _as_bool(v) is not None, "true or false"),
+    "list": (lambda v: isinstance(v, (list, tuple, str, int, float)) and not isinstance(v, bool), "a list"),
+    "dict": (_is_dict, "a mapping"),
+    "raw": (lambda v: True, "any value"),
+}
+
+
+def _spec_problem(value, spec):
+    """What is wrong with ``value`` for an argument spec option, or None."""
+    kind = spec.get("type") or "str"
+    accepts, wanted = _TYPES.get(kind, _TYPES["raw"])
+    if value is None:
+        return None  # Ansible's "unset": the role's default applies
+    if not accepts(value):
+        return "must be %s" % wanted
+    elements = spec.get("elements")
+    if kind == "list" and isinstance(value, (list, tuple)) and elements in _TYPES:
+        element_ok, element_wanted = _TYPES[elements]
+        bad = [item for item in value if item is not None and not element_ok(item)]
+        if bad:
+            return "must be a list of %s; %s is not" % (
+                {"a string": "strings", "a path (a string)": "paths", "an integer": "integers",
+                 "a number": "numbers", "a mapping": "mappings"}.get(element_wanted, element_wanted), _show(bad[0]))
+    choices = spec.get("choices")
+    if choices:
+        items = value if kind == "list" and isinstance(value, (list, tuple)) else [value]
+        normal = {str(choice): choice for choice in choices}
+        if any(str(item) not in normal for item in items):
+            return "must be %s%s" % ("one of " if kind != "list" else "a list of ",
+                                     ", ".join(_show(choice) for choice in choices))
+    return None
+
+
+def _check_values(host, specs, report):
+    """Every role option this host sets, against the type, element type and choices its role
+    declares (roles/*/meta/argument_specs.yml): refused here, before any host is touched,
+    rather than by the role's own validation once earlier plays have run."""
+    for name in sorted(host.names()):
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        value = host.get(name, _MISSING)
+        if value is _MISSING or isinstance(value, _Unresolved):
+            continue
+        problem = _spec_problem(value, spec)
+        if problem:
+            report.add(host.name, "%s is %s; %s (%s)" % (name, _show(value), problem, spec["declared"]))
+
+
 def _check_names(host, known, report):
     for name in sorted(host.names()):
         if not name.startswith(PREFIXES) or name in known:
@@ -458,7 +576,8 @@ def _check_names(host, known, report):
             else "known variables are in group_vars/all/ and roles/*/meta/argument_specs.yml"))
 
 
-def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controller=None, releases=None):
+def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controller=None, releases=None,
+             specs=None):
     """Every problem of the fleet, one line each; [] when the fleet is consistent.
 
     ``hostvars`` maps each host of ``nodes`` (group sparkfleet_nodes) and
@@ -467,7 +586,8 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
     (``known_variables``); ``endpoint_defaults`` the fleet_endpoint role's
     port defaults; ``controller`` the variables of the host Ansible runs
     controller-side tasks on (``localhost``, implicit or not), when known;
-    ``releases`` the vLLM releases pinned with a fingerprint (``pinned_releases``).
+    ``releases`` the vLLM releases pinned with a fingerprint (``pinned_releases``);
+    ``specs`` the roles' declared options (``option_specs``).
     """
     report = _Report()
     # The controller first: a run that cannot even start its local steps.
@@ -482,10 +602,14 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
     # Names first: a misspelt setting explains the other problems it causes.
     for name in fleet:
         _check_names(fleet[name], known, report)
+    for name in fleet:
+        _check_values(fleet[name], specs or {}, report)
 
     _check_topology(fleet, nodes, report)
     _check_distinct_addresses(fleet, nodes, report)
     _check_endpoint_vip(fleet, endpoints, report)
+    for name in endpoints:
+        _check_endpoint_tls(fleet[name], report)
 
     roles = {name: fleet[name].get("sparkfleet_node_role", None) for name in nodes}
     heads, workers = {}, {}
@@ -561,6 +685,23 @@ def _argument_spec_options(path):
     for entry in (data.get("argument_specs") or {}).values():
         names.update((entry or {}).get("options") or {})
     return names
+
+
+@functools.lru_cache(maxsize=None)
+def option_specs(root):
+    """Every role option the roles declare: {name: {type, elements, choices, declared}}, where
+    ``declared`` names the argument_specs.yml file (the first role, for an option shared by
+    roles; a unit test keeps shared options declared alike)."""
+    specs = {}
+    for path in sorted(glob.glob(os.path.join(root, "roles", "*", "meta", "argument_specs.yml"))):
+        with open(path, "r", encoding="utf-8") as handle:
+            data = _yaml().safe_load(handle) or {}
+        for entry in (data.get("argument_specs") or {}).values():
+            for name, option in ((entry or {}).get("options") or {}).items():
+                specs.setdefault(name, {"type": option.get("type", "str"), "elements": option.get("elements"),
+                                        "choices": option.get("choices"),
+                                        "declared": os.path.relpath(path, root)})
+    return specs
 
 
 def _top_level_keys(path):

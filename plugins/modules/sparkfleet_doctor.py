@@ -20,6 +20,7 @@ options:
   secrets: {type: list, elements: str, default: [], no_log: true, description: Values that must not appear in the bundle.}
   timeout: {type: int, default: 30, description: Seconds per command.}
   serving_units: {type: dict, required: true, description: "The serving units by role (sparkfleet_units); each container is named as its unit."}
+  state_files: {type: list, elements: path, default: [], description: "sparkfleet's state records on the node (gate, last known good, start times), copied when present."}
 """
 
 RETURN = r"""
@@ -51,7 +52,7 @@ def run(argv, timeout):
     return result.stdout + (("\n--- stderr (exit %d)\n%s" % (result.returncode, result.stderr)) if result.stderr else "")
 
 
-def collect(timeout, serving_units):
+def collect(timeout, serving_units, state_files=()):
     texts, missing = {}, []
     for name, argv in commands(serving_units):
         out = run(argv, timeout)
@@ -68,7 +69,7 @@ def collect(timeout, serving_units):
     kernel = run(["journalctl", "--dmesg", "--boot", "--no-pager", "--output", "short-iso"], timeout)
     texts["kernel.txt"] = "\n".join(kernel_lines(kernel or "")) + "\n"
     texts["rdma-gids.txt"] = "\n".join(gid_table()) + "\n"
-    for pattern in FILES:
+    for pattern in FILES + tuple(state_files):
         for path in sorted(glob.glob(pattern)):
             try:
                 with open(path, encoding="utf-8", errors="replace") as handle:
@@ -115,11 +116,12 @@ def main():
             secrets=dict(type="list", elements="str", default=[], no_log=True),
             timeout=dict(type="int", default=30),
             serving_units=dict(type="dict", required=True),
+            state_files=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    texts, missing = collect(p["timeout"], p["serving_units"])
+    texts, missing = collect(p["timeout"], p["serving_units"], p["state_files"])
     signatures = match_signatures(texts)
     for found in signatures:
         found["evidence"] = redact(found["evidence"], p["secrets"])

@@ -26,7 +26,7 @@ options:
   health_url: {type: str, description: The head's /health URL (it needs no API key).}
   wait: {type: int, default: 20, description: Seconds to wait at most for a change.}
   launch_file: {type: path, description: The rank's launch file (its image_id and profile key the history).}
-  history_file: {type: path, default: /var/lib/sparkfleet/start-times.json, description: Recorded start times.}
+  history_file: {type: path, required: true, description: "Recorded start times (sparkfleet_start_history_file)."}
   record_seconds: {type: float, description: Record this start's duration instead of reading the phase.}
 """
 
@@ -126,7 +126,7 @@ def main():
             health_url=dict(type="str"),
             wait=dict(type="int", default=20),
             launch_file=dict(type="path"),
-            history_file=dict(type="path", default="/var/lib/sparkfleet/start-times.json"),
+            history_file=dict(type="path", required=True),
             record_seconds=dict(type="float"),
         ),
         supports_check_mode=True,

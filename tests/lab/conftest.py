@@ -64,6 +64,11 @@ with open(os.path.join(ROOT, "group_vars", "all", "fleet.yml"), encoding="utf-8"
     SERVING_UNITS = yaml.safe_load(_handle)["sparkfleet_units"]
 
 
+with open(os.path.join(ROOT, "group_vars", "all", "host.yml"), encoding="utf-8") as _handle:
+    # Where a node keeps sparkfleet's images and state, named once (literal values there).
+    HOST_VARS = yaml.safe_load(_handle)
+
+
 def unit_of(node):
     return SERVING_UNITS[node["sparkfleet_node_role"]]
 

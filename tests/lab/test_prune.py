@@ -7,19 +7,20 @@ import time
 
 import pytest
 
-from conftest import docker_exec, playbook
+from conftest import HOST_VARS, docker_exec, playbook
 
 # Judged by which images remain: nothing here is timed.
 pytestmark = pytest.mark.untimed
 
 # Pair a: its head is the fleet's build host, so it holds the base image and the build contexts.
 PAIR_A = "spark-a1,spark-a2"
-CONTEXTS = "/var/lib/sparkfleet/image-build"
+CONTEXTS = HOST_VARS["sparkfleet_image_build_dir"]
+REPOSITORY = HOST_VARS["sparkfleet_image_repository"]
 
 
 def _refs(node):
     out = docker_exec(node["container"], "docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
-                      "sparkfleet/vllm-spark").stdout
+                      REPOSITORY).stdout
     return set(out.split())
 
 
@@ -37,7 +38,7 @@ def test_prune_keeps_what_can_serve_and_removes_the_rest(lab):
     head = lab["a"]["head"]
     host = head["container"]
     serving = _refs(head)
-    old = ["sparkfleet/vllm-spark:prunetest%d" % n for n in (1, 2, 3)]
+    old = ["%s:prunetest%d" % (REPOSITORY, n) for n in (1, 2, 3)]
     for n, ref in enumerate(old, 1):
         subprocess.run(["docker", "exec", "-i", host, "docker", "build", "-q", "-t", ref, "-"],
                        input="FROM sparkfleet/vllm-sim:latest\nLABEL sparkfleet.test.prune=%d\n" % n,

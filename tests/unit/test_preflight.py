@@ -12,7 +12,7 @@ import yaml
 
 from conftest import ROOT
 
-from sparkfleet_preflight import combine, known_variables, pinned_releases, problems
+from sparkfleet_preflight import combine, known_variables, option_specs, pinned_releases, problems
 from sparkfleet_vllm_profile import drain_bound
 
 EXAMPLE = os.path.join(ROOT, "inventory", "example")
@@ -66,7 +66,7 @@ def check(changes=None, nodes=None, endpoints=None, controller=None):
                 hostvars[host][key] = value
     return problems(hostvars, example_nodes if nodes is None else nodes,
                     example_endpoints if endpoints is None else endpoints, KNOWN, controller=controller,
-                    releases=pinned_releases(ROOT))
+                    releases=pinned_releases(ROOT), specs=option_specs(ROOT))
 
 
 with open(os.path.join(ROOT, "group_vars", "all", "fleet.yml"), encoding="utf-8") as _handle:
@@ -245,6 +245,35 @@ REFUSALS = [
      on("spark-02", sparkfleet_vllm_version=OTHER_RELEASE),
      ["spark-02: sparkfleet_vllm_version is '%s'; its head spark-01 runs '%s': both ranks of a pair run "
       "one release (set it for the pair, not the node)" % (OTHER_RELEASE, FLEET_RELEASE)]),
+    # --- role options against their argument specs, before the role runs
+    ("a role's integer option given a word",
+     on(("spark-01", "spark-02"), spark_service_start_timeout="ten minutes"),
+     ["spark-01, spark-02: spark_service_start_timeout is 'ten minutes'; must be an integer "
+      "(roles/spark_service/meta/argument_specs.yml)"]),
+    ("a role's choice option given something else",
+     on("spark-03", spark_fabric_nccl_debug="VERBOSE"),
+     ["spark-03: spark_fabric_nccl_debug is 'VERBOSE'; must be one of 'VERSION', 'WARN', 'INFO', 'TRACE', 'ABORT' "
+      "(roles/spark_fabric/meta/argument_specs.yml)"]),
+    ("a role's boolean option given a word",
+     on("spark-04", spark_service_cleanup="always"),
+     ["spark-04: spark_service_cleanup is 'always'; must be true or false "
+      "(roles/spark_service/meta/argument_specs.yml)"]),
+    ("a role's list of integers holding a word",
+     on("spark-01", spark_fabric_guarded_ports=[29501, "rendezvous"]),
+     ["spark-01: spark_fabric_guarded_ports is [29501, 'rendezvous']; must be a list of integers; 'rendezvous' "
+      "is not (roles/spark_fabric/meta/argument_specs.yml)"]),
+    ("a role's path option given a YAML boolean",
+     on("fleet-gw", fleet_endpoint_tls_certificate=False),
+     ["fleet-gw: fleet_endpoint_tls_certificate is false; must be a string "
+      "(roles/fleet_endpoint/meta/argument_specs.yml)"]),
+    ("a role's number option given a mapping",
+     on("fleet-gw", fleet_monitoring_alert_kv_cache_usage={"warn": 0.9}),
+     ["fleet-gw: fleet_monitoring_alert_kv_cache_usage is {'warn': 0.9}; must be a number "
+      "(roles/fleet_monitoring/meta/argument_specs.yml)"]),
+    ("a monitoring option misspelt (fleet_monitoring_ is a sparkfleet prefix)",
+     on("fleet-gw", fleet_monitoring_scrape_intervall="30s"),
+     ["fleet-gw: fleet_monitoring_scrape_intervall is not a variable sparkfleet knows; nearest: "
+      "fleet_monitoring_scrape_interval"]),
     # --- the endpoint's virtual IP (two endpoint hosts)
     ("two endpoint hosts without a virtual IP",
      on(("fleet-gw", "fleet-gw2"), fleet_endpoint_vip=""),
@@ -553,3 +582,31 @@ def test_bad_rollout_settings_stop_the_rollout_in_preflight_with_one_line(tmp_pa
     assert GATE_SHARE.format(value="'1.5'") in lines, output[-4000:]
     assert "Finalization" not in output, output[-4000:]
     assert "PLAY [Plan the rollout]" not in output, "the rollout went past its preflight"
+
+
+TLS = "must be a PEM file on the controller holding the certificate chain and its private key"
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.mark.parametrize("name, content, relative, problem", [
+    ("missing", None, False, "no such file or directory on the controller: " + TLS),
+    ("certificate only", CERT, False, "it holds no private key: " + TLS),
+    ("key only", KEY, False, "it holds no certificate: " + TLS),
+    ("neither", "hello\n", False, "it holds no certificate and no private key: " + TLS),
+    ("relative path", CERT + KEY, True, "must be an absolute path to a PEM file on the controller holding the "
+                                        "certificate chain and its private key (e.g. '{{ inventory_dir }}/tls/api.pem')"),
+])
+def test_an_endpoint_certificate_the_controller_cannot_hand_out_is_refused(tmp_path, name, content, relative, problem):
+    pem = tmp_path / "api.pem"
+    if content is not None:
+        pem.write_text(content)
+    value = "tls/api.pem" if relative else str(pem)
+    assert check(on(("fleet-gw", "fleet-gw2"), fleet_endpoint_tls_certificate=value)) == [
+        "fleet-gw, fleet-gw2: fleet_endpoint_tls_certificate is '%s'; %s" % (value, problem)]
+
+
+def test_an_endpoint_certificate_with_its_key_is_accepted(tmp_path):
+    pem = tmp_path / "api.pem"
+    pem.write_text(CERT + KEY)
+    assert check(on(("fleet-gw", "fleet-gw2"), fleet_endpoint_tls_certificate=str(pem))) == []
