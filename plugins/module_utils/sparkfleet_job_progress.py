@@ -22,14 +22,10 @@ import time
 # it every 15-30 s, and a 149 GB stream must not spend its time in rename().
 WRITE_INTERVAL = 1.0
 
-# A watch is a self-including task file, and Ansible fails past about 200
-# nested includes (measured: 200 fine, 250 RecursionError). So the wait between
-# lines stretches with the job's age (a tenth of it, at most 10 minutes): a
-# 6-hour download takes about 75 rounds, and the role stops printing at
-# MAX_ROUNDS in any case.
+# The wait between lines stretches with the job's age (a tenth of it, at most
+# 10 minutes): a 6-hour download prints about 75 lines, not 1,440.
 STRETCH = 10
 MAX_WAIT_S = 600
-MAX_ROUNDS = 150
 
 # The time left is given once this share is done and this long has passed.
 ESTIMATE_AFTER_SHARE = 0.05

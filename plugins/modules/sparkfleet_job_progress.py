@@ -20,26 +20,21 @@ options:
   wait:
     description: >-
       Seconds to wait at most before reading; stretched to a tenth of the job's age when that is
-      longer (at most 10 minutes), so a watch of a job that runs for hours stays within Ansible's
-      include depth.
+      longer (at most 10 minutes), so a job that runs for hours prints a line every few minutes.
     type: int
     default: 15
-  round: {description: This round's number (returned as is)., type: int, default: 1}
-  max_rounds: {description: "The last round the watch may take (Ansible fails past ~200 nested includes).", type: int, default: 150}
 """
 
 RETURN = r"""
 progress: {description: The job's progress as it recorded it (empty before it starts)., returned: always, type: dict}
 finished: {description: The job recorded its end., returned: always, type: bool}
 line: {description: The progress line (or the total line once finished)., returned: always, type: str}
-round: {description: The round number given., returned: always, type: int}
-last_round: {description: This is the last round the role may print (Ansible's include depth)., returned: always, type: bool}
 """
 
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.sparkfleet_job_progress import MAX_ROUNDS, progress_line, read, total_line, watch_wait
+from ansible.module_utils.sparkfleet_job_progress import progress_line, read, total_line, watch_wait
 
 POLL_S = 0.5
 
@@ -50,8 +45,6 @@ def main():
             path=dict(type="path", required=True),
             run=dict(type="str", required=True),
             wait=dict(type="int", default=15),
-            round=dict(type="int", default=1),
-            max_rounds=dict(type="int", default=MAX_ROUNDS),
         ),
         supports_check_mode=True,
     )
@@ -63,8 +56,7 @@ def main():
         time.sleep(POLL_S)
         state = read(p["path"], p["run"])
     finished = bool(state and state.get("finished"))
-    module.exit_json(changed=False, progress=state or {}, finished=finished, round=p["round"],
-                     last_round=p["round"] >= min(p["max_rounds"], MAX_ROUNDS),
+    module.exit_json(changed=False, progress=state or {}, finished=finished,
                      line=total_line(state) if finished else progress_line(state))
 
 

@@ -92,8 +92,9 @@ def test_an_image_build_and_the_transfers_print_progress_and_totals(lab):
         flat = re.sub(r"\n\s+", " ", output)
         assert rc == 0, output[-3000:]
         steps = re.findall(r"on spark-b1: (?:step (\d+) of (\d+)|sending the build context), \d+ s", flat)
-        build_total = re.search(r"on spark-b1: done, (\d+) step\(s\)(?: \(\d+ from cache\))? in ([^']+)'", flat)
-        image_total = re.search(r"→ spark-b2: done, ([\d.]+ [KMG]iB), ([\d.]+ [KMG]iB)/s in ([^']+)'", flat)
+        # The watch prints each line whole, on its own (plugins/action/sparkfleet_watch_job.py).
+        build_total = re.search(r"on spark-b1: done, (\d+) step\(s\)(?: \(\d+ from cache\))? in ([^'\n]+)$", output, re.M)
+        image_total = re.search(r"→ spark-b2: done, ([\d.]+ [KMG]iB), ([\d.]+ [KMG]iB)/s in ([^'\n]+)$", output, re.M)
         print("build steps seen:", steps, "| build:", build_total and build_total.group(0),
               "| image stream:", image_total and image_total.group(0))
         assert build_total, flat[-3000:]
@@ -113,7 +114,7 @@ def test_an_image_build_and_the_transfers_print_progress_and_totals(lab):
         flat = re.sub(r"\n\s+", " ", output)
         assert rc == 0, output[-3000:]
         weights_total = re.search(r"weights spark-b1 → spark-b2: done, 3\.0 MiB of 3\.0 MiB \(100%\), "
-                                  r"1 of 1 file\(s\), [\d.]+ [KMG]iB/s in [^']+'", flat)
+                                  r"1 of 1 file\(s\), [\d.]+ [KMG]iB/s in [^'\n]+$", output, re.M)
         print("weight repair:", weights_total and weights_total.group(0))
         assert weights_total, flat[-3000:]
     finally:

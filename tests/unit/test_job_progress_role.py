@@ -1,4 +1,6 @@
-"""The job_progress role on localhost: rounds stop at their limit, the job is still waited for."""
+"""The job_progress role on localhost: a job is watched to its end by the controller-side loop
+(plugins/action/sparkfleet_watch_job.py), a line a round, then its total; its result is
+registered, and a failed job fails the watch with its own error."""
 
 import os
 import re
@@ -7,16 +9,31 @@ import subprocess
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def test_a_job_outlasting_the_round_limit_is_waited_for_and_totalled(tmp_path):
-    env = dict(os.environ, PROGRESS_FILE=str(tmp_path / "job.json"), ANSIBLE_FORCE_COLOR="0",
+def _watch(tmp_path, seconds, ok):
+    env = dict(os.environ, PROGRESS_FILE=str(tmp_path / "job.json"), JOB_SECONDS=str(seconds),
+               JOB_OK="true" if ok else "false", ANSIBLE_FORCE_COLOR="0",
                ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
     result = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                             "tests/unit/playbooks/job_progress_rounds.yml"],
+                             "tests/unit/playbooks/job_progress_watch.yml"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    out = re.sub(r"\n\s+", " ", result.stdout)
+    lines = re.findall(r"^\[localhost\] (test job: .*)$", result.stdout, re.M)
+    return result, lines
+
+
+def test_a_job_is_watched_to_its_end_a_line_a_round_then_its_total(tmp_path):
+    # 30 rounds or so, each a line; nothing bounds the number of rounds.
+    result, lines = _watch(tmp_path, 30, True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    lines = re.findall(r"msg: '?(test job: [^']*?)'? (?:TASK|PLAY|$)", out)
-    progress = [line for line in lines if "done" not in line]
-    # Two rounds, the second saying the lines stop; then the total once the job ended.
-    assert len(progress) == 2 and "round limit" in progress[1] and "round limit" not in progress[0], lines
+    progress = [line for line in lines if ": done" not in line]
+    assert len(progress) >= 10, lines
+    assert all(re.match(r"test job: \d+ B of 1000 B \(\d+%\)", line) for line in progress), progress
     assert lines[-1].startswith("test job: done, 1000 B of 1000 B (100%)"), lines
+    assert "registered: changed=True rc=0" in result.stdout, result.stdout[-3000:]
+
+
+def test_a_failed_job_fails_the_watch_with_its_own_error(tmp_path):
+    result, lines = _watch(tmp_path, 3, False)
+    assert result.returncode != 0, result.stdout[-3000:]
+    assert "test job: the peer closed the stream at 1000 B" in result.stdout, result.stdout[-3000:]
+    assert "TASK [job_progress : Watch the job to its end]" in result.stdout
+    assert "registered:" not in result.stdout
