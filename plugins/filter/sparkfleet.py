@@ -248,9 +248,11 @@ def sparkfleet_repair_list(bad, manifest):
             for name in sorted(bad)]
 
 
-def sparkfleet_status_rows(hostvars, hosts, endpoint_servers, now, result_var="spark_health_status"):
+def sparkfleet_status_rows(hostvars, hosts, endpoint_hosts, now, result_var="spark_health_status",
+                          endpoint_var="sparkfleet_status_endpoint"):
     """One status row per pair, from each node's sparkfleet_node_status result (result_var) and
-    the endpoint's servers (None when the fleet has no endpoint)."""
+    every endpoint host's view of the heads (its sparkfleet_haproxy info result, endpoint_var;
+    no endpoint hosts: a fleet without an endpoint)."""
     try:
         pairs = topology.build_pairs(_nodes(hostvars, hosts))
     except topology.TopologyError as exc:
@@ -261,7 +263,12 @@ def sparkfleet_status_rows(hostvars, hosts, endpoint_servers, now, result_var="s
         readings = {role: dict(hostvars[pair[role]].get(result_var) or {}) for role in ("head", "worker")}
         listed.append({"pair": name, "head": pair["head"], "worker": pair["worker"],
                        "head_status": readings["head"], "worker_status": readings["worker"]})
-    return status.fleet_rows(listed, None if endpoint_servers is None else dict(endpoint_servers), float(now))
+    views = {}
+    for host in endpoint_hosts or []:
+        result = hostvars[host].get(endpoint_var) or {}
+        # A host whose runtime API did not answer has no servers: it does not count.
+        views[host] = dict(result["servers"]) if result.get("servers") is not None else None
+    return status.fleet_rows(listed, status.merge_endpoint_views(views), float(now))
 
 
 def sparkfleet_status_table(rows):

@@ -63,26 +63,53 @@ def _gate_text(gate, now):
     return ("FAILED (%s) %s" % (gate.get("check") or "?", when)).strip()
 
 
+def _endpoint_state(server):
+    if server is None:
+        return "not listed"
+    state = server.get("admin_state", "?")
+    if state == "ready" and server.get("health") not in ("up", "no check"):
+        state = server.get("health", "down")
+    return state
+
+
+def merge_endpoint_views(views):
+    """One view of the heads from every endpoint host's: {endpoint host: {head: server}, or None
+    when it did not answer} -> {head: server}, or None when the fleet has no endpoint host.
+
+    Where the hosts that answered agree on a head, that is its state; where they disagree
+    (a head drained on one and ready on the other: clients reach whichever holds the virtual
+    IP), the head reads "split (<host> <state>, ...)", which is not serving. With none
+    answering, every head is "not listed", as with one endpoint host that does not answer.
+    """
+    if views is None or not dict(views):
+        return None
+    answered = {host: dict(view) for host, view in dict(views).items() if view is not None}
+    merged = {}
+    for head in sorted(set().union(*(set(view) for view in answered.values())) if answered else ()):
+        states = {host: _endpoint_state(view.get(head)) for host, view in sorted(answered.items())}
+        if len(set(states.values())) == 1:
+            merged[head] = next(view[head] for view in answered.values() if head in view)
+        else:
+            # No ": " in a cell: the YAML callback would quote the row and shift it.
+            merged[head] = {"admin_state": "split (%s)" % ", ".join("%s %s" % item for item in states.items()),
+                            "health": "split"}
+    return merged
+
+
 def fleet_rows(pairs, endpoint_servers, now):
     """pairs: [{pair, head, worker, head_status, worker_status}] -> one row per pair.
 
     A pair serves when its head's API answers /health, its worker's unit is
     active and the endpoint routes to its head (ready and up); a fleet without
-    an endpoint judges on the first two.
+    an endpoint judges on the first two. ``endpoint_servers``: {head: server}
+    (``merge_endpoint_views`` of every endpoint host's), None without an endpoint.
     """
     rows = []
     for pair in pairs:
         head = pair.get("head_status") or {}
         worker = pair.get("worker_status") or {}
         server = (endpoint_servers or {}).get(pair["head"]) if endpoint_servers is not None else None
-        if endpoint_servers is None:
-            endpoint = "no endpoint"
-        elif server is None:
-            endpoint = "not listed"
-        else:
-            endpoint = server.get("admin_state", "?")
-            if endpoint == "ready" and server.get("health") not in ("up", "no check"):
-                endpoint = server.get("health", "down")
+        endpoint = "no endpoint" if endpoint_servers is None else _endpoint_state(server)
         api_up = bool(head.get("api_up"))
         worker_up = worker.get("active_state", "").startswith("active")
         routed = endpoint in ("ready", "no endpoint")

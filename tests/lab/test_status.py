@@ -1,4 +1,5 @@
-"""playbooks/status.yml: one row per pair, read-only, quick; a drained pair reads as drained."""
+"""playbooks/status.yml: one row per pair, read-only, quick; a drained pair reads as drained,
+and a head the endpoint hosts disagree on reads as split."""
 
 import json
 import os
@@ -6,11 +7,12 @@ import re
 import subprocess
 import time
 
-from conftest import ROOT, playbook
+from conftest import ROOT, endpoint_group, playbook
 
 
-def _endpoint_state(server, state):
-    result = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible"), "-i", "inventory/lab", "lab-endpoint",
+def _endpoint_state(server, state, hosts="sparkfleet_endpoint"):
+    """Set a head's state on the endpoint hosts (every one by default)."""
+    result = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible"), "-i", "inventory/lab", hosts,
                              "-m", "sparkfleet_haproxy", "-a",
                              "socket=/run/haproxy/admin.sock backend=vllm_heads server=%s state=%s" % (server, state)],
                             cwd=ROOT, capture_output=True, text=True, check=False)
@@ -46,3 +48,18 @@ def test_status_shows_a_drained_pair_and_changes_nothing(lab, tmp_path):
     table = output[output.index("Fleet status"):]
     assert re.search(r"\n\s+a\s+NO \(endpoint drain\)\s+drain\s+balanced", table), table[:1500]
     assert took < 10, "status took %.1f s (the lab's bound is 10 s)" % took
+
+
+def test_status_shows_a_head_the_endpoint_hosts_disagree_on(lab, tmp_path):
+    report = tmp_path / "status.json"
+    hosts = sorted(endpoint_group()["hosts"])
+    _endpoint_state("spark-b1", "drain", hosts=hosts[-1])
+    try:
+        rc, output = playbook("playbooks/status.yml", "-e", "sparkfleet_status_json=%s" % report, timeout=120)
+    finally:
+        _endpoint_state("spark-b1", "ready")
+    assert rc == 0, output[-3000:]
+    rows = {row["pair"]: row for row in json.loads(report.read_text())["pairs"]}
+    split = "split (%s)" % ", ".join("%s %s" % (host, "drain" if host == hosts[-1] else "ready") for host in hosts)
+    assert rows["b"]["endpoint"] == split and rows["b"]["serving"] == "NO (endpoint %s)" % split, rows["b"]
+    assert rows["a"]["endpoint"] == "ready" and rows["a"]["serving"] == "yes", rows["a"]

@@ -87,3 +87,26 @@ def test_table_columns_line_up():
 def test_age_text():
     assert [status.age_text(s) for s in (None, 5, 600, 7300, 200000)] == ["-", "5 s", "10 min", "2 h 01 min",
                                                                          "2 d 07 h"]
+
+
+def test_every_endpoint_hosts_view_counts_and_a_split_is_not_serving():
+    both = status.merge_endpoint_views({"gw": servers(), "gw2": servers()})
+    assert status.fleet_rows([pair()], both, NOW)[0]["endpoint"] == "ready"
+    split = status.merge_endpoint_views({"gw": servers(), "gw2": servers(state="drain")})
+    row = status.fleet_rows([pair()], split, NOW)[0]
+    assert row["endpoint"] == "split (gw ready, gw2 drain)" and not row["serving_ok"]
+    assert row["serving"] == "NO (endpoint split (gw ready, gw2 drain))"
+    # Listed on one host only, or down on one: a split too.
+    assert status.fleet_rows([pair()], status.merge_endpoint_views({"gw": servers(), "gw2": {}}), NOW)[0][
+        "endpoint"] == "split (gw ready, gw2 not listed)"
+    assert status.fleet_rows([pair()], status.merge_endpoint_views(
+        {"gw": servers(), "gw2": servers(health="down")}), NOW)[0]["endpoint"] == "split (gw ready, gw2 down)"
+
+
+def test_an_endpoint_host_that_does_not_answer_is_left_out_of_the_view():
+    view = status.merge_endpoint_views({"gw": None, "gw2": servers(state="drain")})
+    assert status.fleet_rows([pair()], view, NOW)[0]["endpoint"] == "drain"
+    # None answering: every head is "not listed"; no endpoint hosts: "no endpoint".
+    assert status.fleet_rows([pair()], status.merge_endpoint_views({"gw": None}), NOW)[0]["endpoint"] == "not listed"
+    assert status.merge_endpoint_views({}) is None
+    assert status.fleet_rows([pair()], status.merge_endpoint_views({}), NOW)[0]["endpoint"] == "no endpoint"
