@@ -60,8 +60,11 @@ def copy_image(ref, source, target):
 
 
 with open(os.path.join(ROOT, "group_vars", "all", "fleet.yml"), encoding="utf-8") as _handle:
-    # The serving units by role, named once (sparkfleet_units); each container is named as its unit.
-    SERVING_UNITS = yaml.safe_load(_handle)["sparkfleet_units"]
+    _FLEET_VARS = yaml.safe_load(_handle)
+# The serving units by role, named once (sparkfleet_units); each container is named as its unit.
+SERVING_UNITS = _FLEET_VARS["sparkfleet_units"]
+# The vLLM release the fleet pins (sparkfleet_vllm_version).
+FLEET_RELEASE = str(_FLEET_VARS["sparkfleet_vllm_version"])
 
 
 with open(os.path.join(ROOT, "group_vars", "all", "host.yml"), encoding="utf-8") as _handle:

@@ -6,18 +6,9 @@ import json
 
 import pytest
 
-from conftest import ROOT, docker_exec, main_pid, playbook, unit_of, wait_serving
+from conftest import FLEET_RELEASE, docker_exec, main_pid, playbook, unit_of, wait_serving
 
-def _fleet_release():
-    import os
-
-    import yaml
-
-    with open(os.path.join(ROOT, "group_vars", "all", "fleet.yml"), encoding="utf-8") as handle:
-        return str(yaml.safe_load(handle)["sparkfleet_vllm_version"])
-
-
-RELEASE = _fleet_release()
+RELEASE = FLEET_RELEASE
 
 # Each guard fails a play before a host is touched: nothing here is timed.
 pytestmark = pytest.mark.untimed

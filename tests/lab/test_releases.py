@@ -13,15 +13,14 @@ import time
 
 import yaml
 
-from conftest import PLAYBOOK, ROOT, api_key, playbook
+from conftest import FLEET_RELEASE, PLAYBOOK, ROOT, api_key, playbook
 from loadgen import LoadGenerator
 
 PAIR_A = "localhost,lab-endpoint,spark-a1,spark-a2"
 
 
 def _releases():
-    with open(os.path.join(ROOT, "group_vars", "all", "fleet.yml"), encoding="utf-8") as handle:
-        default = str(yaml.safe_load(handle)["sparkfleet_vllm_version"])
+    default = FLEET_RELEASE
     with open(os.path.join(ROOT, "files", "vllm", "releases.yml"), encoding="utf-8") as handle:
         pinned = sorted(yaml.safe_load(handle)["releases"])
     return default, next(v for v in pinned if v != default)

@@ -7,7 +7,7 @@ import re
 import subprocess
 import time
 
-from conftest import ROOT, endpoint_group, playbook
+from conftest import FLEET_RELEASE, ROOT, endpoint_group, playbook
 
 
 def _endpoint_state(server, state, hosts="sparkfleet_endpoint"):
@@ -17,13 +17,6 @@ def _endpoint_state(server, state, hosts="sparkfleet_endpoint"):
                              "socket=/run/haproxy/admin.sock backend=vllm_heads server=%s state=%s" % (server, state)],
                             cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def _fleet_release():
-    import yaml
-
-    with open(os.path.join(ROOT, "group_vars", "all", "fleet.yml"), encoding="utf-8") as handle:
-        return str(yaml.safe_load(handle)["sparkfleet_vllm_version"])
 
 
 def test_status_shows_a_drained_pair_and_changes_nothing(lab, tmp_path):
@@ -44,7 +37,7 @@ def test_status_shows_a_drained_pair_and_changes_nothing(lab, tmp_path):
     assert b["serving"] == "yes" and b["endpoint"] == "ready" and b["images_agree"], b
     assert b["profile"] == "balanced" and b["last_gate"].startswith("passed"), b
     assert re.fullmatch(r"[\d,]+", b["kv_cache_tokens"]) and re.fullmatch(r"\d+/\d+", b["requests"]), b
-    assert b["provenance"].startswith("vLLM %s, built " % _fleet_release()), b
+    assert b["provenance"].startswith("vLLM %s, built " % FLEET_RELEASE), b
     table = output[output.index("Fleet status"):]
     assert re.search(r"\n\s+a\s+NO \(endpoint drain\)\s+drain\s+balanced", table), table[:1500]
     assert took < 10, "status took %.1f s (the lab's bound is 10 s)" % took
