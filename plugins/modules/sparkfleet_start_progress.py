@@ -26,7 +26,7 @@ options:
   health_url: {type: str, description: The head's /health URL (it needs no API key).}
   wait: {type: int, default: 20, description: Seconds to wait at most for a change.}
   launch_file: {type: path, description: The rank's launch file (its image_id and profile key the history).}
-  history_file: {type: path, required: true, description: "Recorded start times (sparkfleet_start_history_file)."}
+  history_file: {type: path, description: "Recorded start times (sparkfleet_start_history_file), kept on the head; without it no expected time is given."}
   record_seconds: {type: float, description: Record this start's duration instead of reading the phase.}
 """
 
@@ -126,15 +126,17 @@ def main():
             health_url=dict(type="str"),
             wait=dict(type="int", default=20),
             launch_file=dict(type="path"),
-            history_file=dict(type="path", required=True),
+            history_file=dict(type="path"),
             record_seconds=dict(type="float"),
         ),
         supports_check_mode=True,
     )
     p = module.params
     key = launch_key(p["launch_file"]) if p["launch_file"] else None
-    history = read_history(p["history_file"])
+    history = read_history(p["history_file"]) if p["history_file"] else {}
     if p["record_seconds"] is not None:
+        if not p["history_file"]:
+            module.fail_json(msg="record_seconds needs history_file")
         if not key:
             module.exit_json(changed=False, msg="no launch file to key the record by")
         history[key] = {"seconds": round(p["record_seconds"], 1), "at": int(time.time())}
