@@ -139,6 +139,16 @@ class _Host:
     def names(self):
         return [str(key) for key in self._vars.keys()]
 
+    def peek(self, key):
+        """A value, or _MISSING when it is unset or cannot be templated here (without reporting
+        it: a role option may name what only its role defines, such as role_path)."""
+        if key not in self._vars:
+            return _MISSING
+        try:
+            return self._vars[key]
+        except Exception:  # pylint: disable=broad-except  (templating errors of any kind)
+            return _MISSING
+
     def get(self, key, default=_MISSING):
         if key not in self._vars:
             return default
@@ -558,8 +568,8 @@ def _check_values(host, specs, report):
         spec = specs.get(name)
         if spec is None:
             continue
-        value = host.get(name, _MISSING)
-        if value is _MISSING or isinstance(value, _Unresolved):
+        value = host.peek(name)
+        if value is _MISSING:
             continue
         problem = _spec_problem(value, spec)
         if problem:

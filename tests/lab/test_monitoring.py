@@ -34,6 +34,7 @@ with open(DEFAULTS, encoding="utf-8") as _handle:
     _DEFAULTS = yaml.safe_load(_handle)
 SCRAPE_S = _seconds(_DEFAULTS["fleet_monitoring_scrape_interval"])
 RESTART_WINDOW_S = _seconds(_DEFAULTS["fleet_monitoring_alert_rank_restart_window"])
+NCCL_TEXTFILE_S = _seconds(_DEFAULTS["fleet_monitoring_nccl_textfile_interval"])
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +103,17 @@ def test_prometheus_scrapes_both_pairs_the_endpoint_and_every_node(lab, promethe
     restarts = prometheus("/api/v1/query", query="node_systemd_service_restart_total")["result"]
     assert sorted((r["metric"]["node"], r["metric"]["name"]) for r in restarts) == sorted(
         (node["name"], unit_of(node) + ".service") for roles in lab.values() for node in roles.values())
-    nccl = prometheus("/api/v1/query", query="sparkfleet_nccl_socket_fallback")["result"]
-    assert sorted((r["metric"]["node"], r["metric"]["net"], r["value"][1]) for r in nccl) == sorted(
-        (node["name"], "IB", "0") for roles in lab.values() for node in roles.values())
+    # A rank restarted by an earlier test reports its network again once it has logged NCCL's
+    # choice, the textfile timer has run (every NCCL_TEXTFILE_S) and Prometheus has scraped.
+    want = sorted((node["name"], "IB", "0") for roles in lab.values() for node in roles.values())
+    deadline = time.monotonic() + NCCL_TEXTFILE_S + 2 * SCRAPE_S + 10
+    while True:
+        nccl = prometheus("/api/v1/query", query="sparkfleet_nccl_socket_fallback")["result"]
+        seen = sorted((r["metric"]["node"], r["metric"]["net"], r["value"][1]) for r in nccl)
+        if seen == want or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert seen == want
     # Nothing fires on a healthy fleet but the restart an earlier test made (test_doctor kills
     # pair b's worker), for the alert's window.
     assert [a["labels"]["alertname"] for a in prometheus("/api/v1/alerts")["alerts"]

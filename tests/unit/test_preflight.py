@@ -383,6 +383,21 @@ def test_a_value_that_cannot_be_templated_is_a_problem_not_a_crash():
         "spark-02: sparkfleet_model_dir cannot be resolved ('sparkfleet_root' is undefined); it must evaluate to a value"]
 
 
+def test_a_role_option_that_resolves_only_inside_its_role_is_not_a_problem():
+    """The spec check reads role options the inventory sets; one naming role_path (as a lab
+    test's -e does) cannot be templated outside its role, and that is no problem of the fleet."""
+    class Lazy(dict):
+        def __getitem__(self, key):
+            if key == "spark_service_vllm_fingerprint":
+                raise RuntimeError("'role_path' is undefined")
+            return dict.__getitem__(self, key)
+
+    hostvars, nodes, endpoints = example_fleet()
+    for host in nodes:
+        hostvars[host] = Lazy(hostvars[host], spark_service_vllm_fingerprint="{{ role_path }}/x.json")
+    assert problems(hostvars, nodes, endpoints, KNOWN, specs=option_specs(ROOT)) == []
+
+
 def _filter_module():
     import importlib.util
 
