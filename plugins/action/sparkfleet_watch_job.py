@@ -57,8 +57,9 @@ class ActionModule(ActionBase):
         return result
 
     def _say(self, line):
-        # Printed as the round ends (a worker's display goes through Ansible's result queue).
-        display.display("[%s] %s" % (self._host_name, line))
+        # Printed as the round ends (a worker's display goes through Ansible's result queue), on
+        # stderr, as progress goes: stdout stays the callback's own (the JSON callback's document).
+        display.display("[%s] %s" % (self._host_name, line), stderr=True)
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
