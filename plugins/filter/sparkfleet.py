@@ -19,7 +19,6 @@ import sparkfleet_distribution as distribution  # noqa: E402  pylint: disable=wr
 import sparkfleet_doctor as doctor  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_memory as memory  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_overlay as overlay  # noqa: E402  pylint: disable=wrong-import-position
-import sparkfleet_progress as progress  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_rollout as rollout  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_status as status  # noqa: E402  pylint: disable=wrong-import-position
 import sparkfleet_topology as topology  # noqa: E402  pylint: disable=wrong-import-position
@@ -181,29 +180,6 @@ def sparkfleet_fingerprint_log_lines(fingerprint_path, keys=None):
     return present
 
 
-def sparkfleet_progress_line(head, worker, pair):
-    """The progress line of a starting pair from both ranks' sparkfleet_start_progress results."""
-    worker = dict(worker) if worker else None
-    return progress.report_line(pair, float(head.get("elapsed_s") or 0), dict(head), worker, head.get("expected_s"))
-
-
-def sparkfleet_progress_failure(head, worker, pair, timeout_s):
-    """Why a pair's start is over without its API: the last phase of both ranks and their last log lines."""
-    head, worker = dict(head), dict(worker or {})
-    if head.get("stopped"):
-        why = "the head's unit is %s" % head.get("active_state")
-    elif worker.get("stopped"):
-        why = "the worker's unit is %s" % worker.get("active_state")
-    else:
-        why = "no API after %s s (spark_health_startup_timeout %s s)" % (head.get("elapsed_s"), timeout_s)
-    lines = ["pair %s did not come up: %s." % (pair, why),
-             "Last phase reached: head %s; worker %s." % (head.get("text", "?"), worker.get("text", "?"))]
-    for role, result in (("head", head), ("worker", worker)):
-        lines.append("Last relevant log lines of the %s:" % role)
-        lines += ["  " + line for line in (result.get("last_lines") or ["(none)"])]
-    return "\n".join(lines)
-
-
 def sparkfleet_fingerprint_release(fingerprint_path):
     """The vLLM version a fingerprint file describes."""
     return _fingerprint(str(fingerprint_path))["release"]["version"]
@@ -319,8 +295,6 @@ class FilterModule:
             "sparkfleet_help_check": sparkfleet_help_check,
             "sparkfleet_fingerprint_release": sparkfleet_fingerprint_release,
             "sparkfleet_fingerprint_log_lines": sparkfleet_fingerprint_log_lines,
-            "sparkfleet_progress_line": sparkfleet_progress_line,
-            "sparkfleet_progress_failure": sparkfleet_progress_failure,
             "sparkfleet_min_free_kbytes": sparkfleet_min_free_kbytes,
             "sparkfleet_status_rows": sparkfleet_status_rows,
             "sparkfleet_status_table": sparkfleet_status_table,

@@ -23,25 +23,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 NODES_GROUP = "sparkfleet_nodes"
 ENDPOINT_GROUP = "sparkfleet_endpoint"
 
-_ENDPOINT_DEFAULTS = []
-
-
-def _endpoint_defaults():
-    """The fleet_endpoint role's port defaults (what it listens on when the inventory sets nothing)."""
-    if not _ENDPOINT_DEFAULTS:
-        import yaml
-
-        defaults = dict(preflight.ENDPOINT_PORT_DEFAULTS)
-        try:
-            with open(os.path.join(ROOT, "roles", "fleet_endpoint", "defaults", "main.yml"), "r", encoding="utf-8") as handle:
-                data = yaml.safe_load(handle) or {}
-            defaults.update({key: data[key] for key in defaults if key in data})
-        except (OSError, yaml.YAMLError):
-            pass
-        _ENDPOINT_DEFAULTS.append(defaults)
-    return _ENDPOINT_DEFAULTS[0]
-
-
 class UnresolvedVariable(ValueError):
     """A variable whose template does not evaluate (undefined name, failing lookup or filter)."""
 
@@ -117,7 +98,7 @@ def sparkfleet_preflight(hostvars, groups):
     # Ansible's implicit localhost is not among hostvars' keys, yet
     # hostvars['localhost'] holds its variables (group all's included).
     controller = _HostVars(hostvars[preflight.CONTROLLER]) if preflight.CONTROLLER in hostvars else None
-    return preflight.problems(fleet, nodes, endpoints, preflight.known_variables(ROOT), _endpoint_defaults(),
+    return preflight.problems(fleet, nodes, endpoints, preflight.known_variables(ROOT), preflight.endpoint_port_defaults(ROOT),
                               controller, preflight.pinned_releases(ROOT), preflight.option_specs(ROOT))
 
 

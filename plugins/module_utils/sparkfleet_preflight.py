@@ -39,10 +39,6 @@ PREFIXES = ("sparkfleet_", "spark_host_", "spark_fabric_", "spark_image_", "spar
 
 NODES_PER_PAIR = len(NODE_ROLES)
 PORT_MIN, PORT_MAX = 1, 65535
-# What the fleet_endpoint role listens on when the inventory sets nothing
-# (roles/fleet_endpoint/defaults/main.yml; the filter reads that file).
-ENDPOINT_PORT_DEFAULTS = {"fleet_endpoint_port": 8000, "fleet_endpoint_stats_port": 8404,
-                          "fleet_endpoint_metrics_port": 8405}
 IPV4_RE = re.compile(r"^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])([.](25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}$")
 HEAD_PORTS = ("sparkfleet_api_port", "sparkfleet_master_port")
 ENDPOINT_PORTS = ("fleet_endpoint_port", "fleet_endpoint_stats_port", "fleet_endpoint_metrics_port")
@@ -602,8 +598,7 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
     report = _Report()
     # The controller first: a run that cannot even start its local steps.
     _check_controller(None if controller is None else _Host(CONTROLLER, controller, report), report)
-    defaults = dict(ENDPOINT_PORT_DEFAULTS)
-    defaults.update(endpoint_defaults or {})
+    defaults = dict(endpoint_defaults or {})
     nodes, endpoints = list(nodes or []), list(endpoints or [])
     fleet = {name: _Host(name, hostvars[name] if name in hostvars else {}, report)
              for name in dict.fromkeys(nodes + endpoints)}
@@ -695,6 +690,15 @@ def _argument_spec_options(path):
     for entry in (data.get("argument_specs") or {}).values():
         names.update((entry or {}).get("options") or {})
     return names
+
+
+@functools.lru_cache(maxsize=None)
+def endpoint_port_defaults(root):
+    """The ports the fleet_endpoint role listens on when the inventory sets none: its
+    defaults file (group_vars/all sets the others, and hostvars carry those)."""
+    with open(os.path.join(root, "roles", "fleet_endpoint", "defaults", "main.yml"), "r", encoding="utf-8") as handle:
+        data = _yaml().safe_load(handle) or {}
+    return {key: data[key] for key in ENDPOINT_PORTS if key in data}
 
 
 @functools.lru_cache(maxsize=None)

@@ -123,6 +123,24 @@ def report_line(pair, elapsed_s, head, worker=None, expected_s=None):
     return " | ".join(parts)
 
 
+def failure_report(pair, head, worker, timeout_s):
+    """Why a pair's start is over without its API: the last phase of both ranks
+    and their last log lines. ``head``/``worker``: sparkfleet_start_progress readings."""
+    head, worker = dict(head), dict(worker or {})
+    if head.get("stopped"):
+        why = "the head's unit is %s" % head.get("active_state")
+    elif worker.get("stopped"):
+        why = "the worker's unit is %s" % worker.get("active_state")
+    else:
+        why = "no API after %s s (spark_health_startup_timeout %s s)" % (head.get("elapsed_s"), timeout_s)
+    lines = ["pair %s did not come up: %s." % (pair, why),
+             "Last phase reached: head %s; worker %s." % (head.get("text", "?"), worker.get("text", "?"))]
+    for role, reading in (("head", head), ("worker", worker)):
+        lines.append("Last relevant log lines of the %s:" % role)
+        lines += ["  " + line for line in (reading.get("last_lines") or ["(none)"])]
+    return "\n".join(lines)
+
+
 def relevant_lines(log_text, log_lines, count=8):
     """The last ``count`` lines worth showing for a failed start: errors,
     warnings and the start-up markers."""

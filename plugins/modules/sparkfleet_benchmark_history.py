@@ -20,7 +20,8 @@ description:
   - With O(provisional), a failed gate verdict is returned but not recorded. The caller
     confirms it with a second benchmark and records that one, so a transient stall does not
     roll back a good configuration.
-  - O(action=draw) redraws the pictures of every profile in the history, and report.md.
+  - O(action=draw) redraws the pictures of every profile in the history, and report.md, unless
+    report.md was written after the last record (nothing new to draw).
 options:
   directory: {description: Where the history, the PNGs and report.md live., type: path, required: true}
   action: {description: What to do., type: str, choices: [reference, record, gate, draw], required: true}
@@ -103,8 +104,12 @@ def main():
     if p["action"] == "draw":
         history = bench.load_history(history_file)
         profiles = sorted({str(r.get("profile")) for r in history if r.get("profile")})
-        if module.check_mode or not profiles:
-            module.exit_json(changed=False, pictures=[], report="")
+        report_file = os.path.join(p["directory"], "report.md")
+        # Pictures drawn after the last record (a failed gate draws at once) are current.
+        current = (os.path.exists(report_file) and os.path.exists(history_file)
+                   and os.path.getmtime(report_file) >= os.path.getmtime(history_file))
+        if module.check_mode or not profiles or current:
+            module.exit_json(changed=False, pictures=[], report=report_file if current else "")
         module.exit_json(changed=True, **draw_pictures(module, history, profiles))
     module.exit_json(**keep(module, history_file, p["records"], draw=True))
 

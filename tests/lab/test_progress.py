@@ -37,8 +37,9 @@ def test_a_long_cold_start_prints_its_phases_before_the_gate(lab):
         assert len(phases - {"API up, gate checks running"}) >= 3, lines
         assert any(re.search(r"loading weights \(\d+/46 shards, \d+%\)", head) for head in heads), lines
         assert heads[-1] == "API up, gate checks running", lines
-        gate = output.index("Gate the head on real, clean completions")
-        assert output.index("pair a |") < gate
+        # The lines are the watch's (on stderr); the watch ends before the gate starts.
+        assert output.index("Watch the pair start") < output.index("Gate the head on real, clean completions")
+        assert re.search(r"^\[spark-a1\] pair a \| ", output, re.M), output[-3000:]
     finally:
         rc, output = _roll_pair_a({"VLLM_SIM_START_DELAY": "5"})
         assert rc == 0, output[-3000:]

@@ -75,6 +75,11 @@ def test_draw_redraws_every_profile_of_the_history(tmp_path):
     assert result["changed"] is True and result["pictures"] == [str(tmp_path / "balanced.png")]
     assert "![balanced](balanced.png)" in (tmp_path / "report.md").read_text()
     assert run({"directory": str(tmp_path / "empty"), "action": "draw"})["changed"] is False
+    # Nothing recorded since: the pictures are current, a rollout's closing draw changes nothing.
+    again = run({"directory": str(tmp_path), "action": "draw"})
+    assert again["changed"] is False and again["report"] == str(tmp_path / "report.md")
+    gate(tmp_path, 98.0, 761.0)
+    assert run({"directory": str(tmp_path), "action": "draw"})["changed"] is True
 
 
 def test_gate_without_figures_or_record_is_refused(tmp_path):

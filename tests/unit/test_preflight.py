@@ -12,7 +12,7 @@ import yaml
 
 from conftest import ROOT
 
-from sparkfleet_preflight import combine, known_variables, option_specs, pinned_releases, problems
+from sparkfleet_preflight import combine, endpoint_port_defaults, known_variables, option_specs, pinned_releases, problems
 from sparkfleet_vllm_profile import drain_bound
 
 EXAMPLE = os.path.join(ROOT, "inventory", "example")
@@ -65,7 +65,8 @@ def check(changes=None, nodes=None, endpoints=None, controller=None):
             else:
                 hostvars[host][key] = value
     return problems(hostvars, example_nodes if nodes is None else nodes,
-                    example_endpoints if endpoints is None else endpoints, KNOWN, controller=controller,
+                    example_endpoints if endpoints is None else endpoints, KNOWN,
+                    endpoint_defaults=endpoint_port_defaults(ROOT), controller=controller,
                     releases=pinned_releases(ROOT), specs=option_specs(ROOT))
 
 
@@ -379,7 +380,7 @@ def test_a_value_that_cannot_be_templated_is_a_problem_not_a_crash():
 
     hostvars, nodes, endpoints = example_fleet()
     hostvars["spark-02"] = Lazy(hostvars["spark-02"])
-    assert problems(hostvars, nodes, endpoints, KNOWN) == [
+    assert problems(hostvars, nodes, endpoints, KNOWN, endpoint_defaults=endpoint_port_defaults(ROOT)) == [
         "spark-02: sparkfleet_model_dir cannot be resolved ('sparkfleet_root' is undefined); it must evaluate to a value"]
 
 
@@ -395,7 +396,7 @@ def test_a_role_option_that_resolves_only_inside_its_role_is_not_a_problem():
     hostvars, nodes, endpoints = example_fleet()
     for host in nodes:
         hostvars[host] = Lazy(hostvars[host], spark_service_vllm_fingerprint="{{ role_path }}/x.json")
-    assert problems(hostvars, nodes, endpoints, KNOWN, specs=option_specs(ROOT)) == []
+    assert problems(hostvars, nodes, endpoints, KNOWN, endpoint_defaults=endpoint_port_defaults(ROOT), specs=option_specs(ROOT)) == []
 
 
 def _filter_module():
@@ -625,3 +626,14 @@ def test_an_endpoint_certificate_with_its_key_is_accepted(tmp_path):
     pem = tmp_path / "api.pem"
     pem.write_text(CERT + KEY)
     assert check(on(("fleet-gw", "fleet-gw2"), fleet_endpoint_tls_certificate=str(pem))) == []
+
+
+def test_the_endpoint_port_defaults_are_the_roles_and_group_vars_own():
+    """No port is typed in preflight: the role's defaults file and group_vars/all name them."""
+    with open(os.path.join(ROOT, "roles", "fleet_endpoint", "defaults", "main.yml"), encoding="utf-8") as handle:
+        stats = yaml.safe_load(handle)["fleet_endpoint_stats_port"]
+    assert endpoint_port_defaults(ROOT) == {"fleet_endpoint_stats_port": stats}
+    # The inventory sets no stats port: the role's default is the one checked.
+    found = check(on("fleet-gw", fleet_endpoint_port=stats))
+    assert len(found) == 1 and found[0].startswith(
+        "fleet-gw: fleet_endpoint_stats_port is %d; must differ from fleet_endpoint_port (also %d)" % (stats, stats)), found
