@@ -108,16 +108,31 @@ def combine(base, override):
     return out
 
 
+# "<setting> is <value>; must ...": the shape of every line refusing a value.
+_SAID_RE = re.compile(r"^(\S+) is (.*?); ")
+
+
 class _Report:
     """Problems in the order found; one line per distinct text, naming every host it applies to."""
 
     def __init__(self):
         self._hosts = {}
+        self._values = set()
 
     def add(self, host, text):
         hosts = self._hosts.setdefault(text, [])
         if host not in hosts:
             hosts.append(host)
+        said = _SAID_RE.match(text)
+        if said:
+            self._values.add(said.groups())
+
+    def has(self, text):
+        return text in self._hosts
+
+    def said(self, setting, shown):
+        """Whether a line already refused ``setting`` with this value (on any host)."""
+        return (setting, shown) in self._values
 
     def lines(self):
         return ["%s: %s" % (", ".join(hosts), text) if hosts[0] is not None else text
@@ -556,20 +571,27 @@ def _spec_problem(value, spec):
     return None
 
 
-def _check_values(host, specs, report):
-    """Every role option this host sets, against the type, element type and choices its role
-    declares (roles/*/meta/argument_specs.yml): refused here, before any host is touched,
-    rather than by the role's own validation once earlier plays have run."""
+def _check_values(host, specs, report, fleet_settings=False):
+    """Every role option and fleet setting this host has, against the type, element type and
+    choices declared for it (roles/*/meta/argument_specs.yml, files/fleet_settings.yml): refused
+    here, before any host is touched, rather than by a role's own validation once earlier plays
+    have run, or not at all. The fleet settings are checked last (``fleet_settings``), each
+    value another check has already refused with its own reasons left out."""
     for name in sorted(host.names()):
         spec = specs.get(name)
-        if spec is None:
+        if spec is None or (spec["declared"] == FLEET_SETTINGS) != fleet_settings:
             continue
         value = host.peek(name)
-        if value is _MISSING:
+        # A template left as text is a value read without Ansible (its run checks the result).
+        if value is _MISSING or (isinstance(value, str) and "{{" in value):
             continue
         problem = _spec_problem(value, spec)
-        if problem:
-            report.add(host.name, "%s is %s; %s (%s)" % (name, _show(value), problem, spec["declared"]))
+        if not problem:
+            continue
+        shown = "(secret)" if spec.get("secret") else _show(value)
+        text = "%s is %s; %s (%s)" % (name, shown, problem, spec["declared"])
+        if report.has(text) or not report.said(name, shown):
+            report.add(host.name, text)
 
 
 def _check_names(host, known, report):
@@ -579,7 +601,7 @@ def _check_names(host, known, report):
         near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
         report.add(host.name, "%s is not a variable sparkfleet knows; %s" % (
             name, "nearest: %s" % near[0] if near
-            else "known variables are in group_vars/all/ and roles/*/meta/argument_specs.yml"))
+            else "settings are declared in %s and roles/*/meta/argument_specs.yml" % FLEET_SETTINGS))
 
 
 def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controller=None, releases=None,
@@ -660,6 +682,9 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
             pair_heads = heads.get(str(pair), []) if not isinstance(pair, _Unresolved) else []
             head = fleet[pair_heads[0]] if roles[name] == "worker" and len(pair_heads) == 1 else None
             _check_release(host, head, releases, report)
+    # The fleet settings' declared types and choices, for what no check above has refused.
+    for name in fleet:
+        _check_values(fleet[name], specs or {}, report, fleet_settings=True)
     return report.lines()
 
 
@@ -675,6 +700,9 @@ def pinned_releases(root):
 
 IDENTIFIER_RE = re.compile(r"(?<![A-Za-z0-9_])((?:%s)[A-Za-z0-9_]+)" % "|".join(PREFIXES))
 SCANNED = ("roles", "playbooks", "group_vars", "plugins", "site.yml")
+# The fleet settings' declarations (sparkfleet_* variables an operator may set).
+FLEET_SETTINGS = os.path.join("files", "fleet_settings.yml")
+FLEET_PREFIX = "sparkfleet_"
 
 
 def _yaml():
@@ -702,18 +730,28 @@ def endpoint_port_defaults(root):
 
 
 @functools.lru_cache(maxsize=None)
+def fleet_settings(root):
+    """The fleet settings files/fleet_settings.yml declares: {name: declaration}."""
+    with open(os.path.join(root, FLEET_SETTINGS), "r", encoding="utf-8") as handle:
+        return dict((_yaml().safe_load(handle) or {}).get("options") or {})
+
+
+@functools.lru_cache(maxsize=None)
 def option_specs(root):
-    """Every role option the roles declare: {name: {type, elements, choices, declared}}, where
-    ``declared`` names the argument_specs.yml file (the first role, for an option shared by
-    roles; a unit test keeps shared options declared alike)."""
-    specs = {}
+    """Every role option the roles declare and every fleet setting: {name: {type, elements,
+    choices, secret, declared}}, where ``declared`` names the file that declares it (the first
+    role, for an option shared by roles; a unit test keeps shared options declared alike)."""
+    specs = {name: {"type": option.get("type", "str"), "elements": option.get("elements"),
+                    "choices": option.get("choices"), "secret": bool(option.get("secret")),
+                    "declared": FLEET_SETTINGS}
+             for name, option in fleet_settings(root).items()}
     for path in sorted(glob.glob(os.path.join(root, "roles", "*", "meta", "argument_specs.yml"))):
         with open(path, "r", encoding="utf-8") as handle:
             data = _yaml().safe_load(handle) or {}
         for entry in (data.get("argument_specs") or {}).values():
             for name, option in ((entry or {}).get("options") or {}).items():
                 specs.setdefault(name, {"type": option.get("type", "str"), "elements": option.get("elements"),
-                                        "choices": option.get("choices"),
+                                        "choices": option.get("choices"), "secret": bool(option.get("no_log")),
                                         "declared": os.path.relpath(path, root)})
     return specs
 
@@ -742,21 +780,22 @@ def _files(root):
 def known_variables(root):
     """Every variable name sparkfleet knows, from the repository at ``root`` (cached per process).
 
-    The options of every roles/*/meta/argument_specs.yml, the keys of
-    group_vars/all/*.yml, and every identifier with a sparkfleet prefix that
-    roles/, playbooks/, group_vars/, plugins/ or site.yml mention.
+    A sparkfleet_* name is known when files/fleet_settings.yml declares it. A role-prefixed
+    name is known when its role declares it (roles/*/meta/argument_specs.yml), group_vars/all
+    sets it, or roles/, playbooks/, group_vars/, plugins/ or site.yml use it (a role's own
+    derived values, which an inventory may pass to it).
     """
-    names = set()
+    names = set(fleet_settings(root))
     for path in sorted(glob.glob(os.path.join(root, "roles", "*", "meta", "argument_specs.yml"))):
         names |= _argument_spec_options(path)
     for path in sorted(glob.glob(os.path.join(root, "group_vars", "all", "*.yml"))
                        + glob.glob(os.path.join(root, "group_vars", "all", "*.yaml"))):
-        names |= _top_level_keys(path)
+        names |= {name for name in _top_level_keys(path) if not name.startswith(FLEET_PREFIX)}
     for path in _files(root):
         try:
             with open(path, "r", encoding="utf-8") as handle:
                 text = handle.read()
         except (OSError, UnicodeDecodeError):
             continue
-        names.update(IDENTIFIER_RE.findall(text))
+        names.update(name for name in IDENTIFIER_RE.findall(text) if not name.startswith(FLEET_PREFIX))
     return frozenset(names)

@@ -231,8 +231,25 @@ REFUSALS = [
      ["spark-02: sparkfleet_gpu_per_node is not a variable sparkfleet knows; nearest: sparkfleet_gpus_per_node"]),
     ("nothing close",
      on("spark-02", spark_host_zzzzzzzzzzzzzzzzzzzzzzzz=1),
-     ["spark-02: spark_host_zzzzzzzzzzzzzzzzzzzzzzzz is not a variable sparkfleet knows; known variables are in "
-      "group_vars/all/ and roles/*/meta/argument_specs.yml"]),
+     ["spark-02: spark_host_zzzzzzzzzzzzzzzzzzzzzzzz is not a variable sparkfleet knows; settings are declared in "
+      "files/fleet_settings.yml and roles/*/meta/argument_specs.yml"]),
+    ("a sparkfleet name the code uses internally is not a setting",
+     on("spark-02", sparkfleet_roll_plan=[]),
+     ["spark-02: sparkfleet_roll_plan is not a variable sparkfleet knows; nearest: sparkfleet_roll_canary"]),
+    # --- the fleet settings' declared types and choices (files/fleet_settings.yml)
+    ("a fleet setting of the wrong type",
+     on(("spark-01", "spark-02"), sparkfleet_disk_reserve_gib="plenty"),
+     ["spark-01, spark-02: sparkfleet_disk_reserve_gib is 'plenty'; must be a number (files/fleet_settings.yml)"]),
+    ("a fleet setting outside its choices",
+     on("spark-03", sparkfleet_reboot_method="kexec"),
+     ["spark-03: sparkfleet_reboot_method is 'kexec'; must be one of 'reboot', 'container' (files/fleet_settings.yml)"]),
+    ("a secret is named, never shown",
+     on("spark-01", sparkfleet_api_key=["not", "a", "key"]),
+     ["spark-01: sparkfleet_api_key is (secret); must be a string (files/fleet_settings.yml)"]),
+    ("a value a dedicated check refused is not refused again by its declared type",
+     on(("spark-01", "spark-02"), sparkfleet_perf_gate_share="fast"),
+     ["spark-01: sparkfleet_perf_gate_share is 'fast'; must be a number above 0 and at most 1 (the share of its "
+      "last known good figures a rolled pair must reach; 0.9 is 90%)"]),
     # --- the vLLM release: pinned, and one per pair
     ("a release sparkfleet has no fingerprint of",
      on(("spark-01", "spark-02"), sparkfleet_vllm_version="0.35.0"),

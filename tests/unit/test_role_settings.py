@@ -61,3 +61,47 @@ def test_an_option_shared_by_entry_points_or_roles_is_declared_alike():
                 differ.append((name, seen[name][0], where))
             seen.setdefault(name, (where, shape))
     assert differ == []
+
+
+# The fleet settings: files/fleet_settings.yml declares every sparkfleet_* setting;
+# group_vars/all gives the defaults.
+FLEET = _load(os.path.join(ROOT, "files", "fleet_settings.yml"))["options"]
+GROUP_VARS = {name: value for path in sorted(glob.glob(os.path.join(ROOT, "group_vars", "all", "*.yml")))
+              for name, value in _load(path).items()}
+ROLE_OPTIONS = {name for role in ROLES for _, name, _ in _options(role)}
+
+
+def test_group_vars_all_sets_only_declared_settings():
+    undeclared = sorted(name for name in GROUP_VARS if name not in FLEET and name not in ROLE_OPTIONS)
+    assert undeclared == [], "declare these in files/fleet_settings.yml (or as a role's option)"
+    # A role option set fleet-wide stays the role's declaration: the fleet file does not repeat it.
+    assert sorted(set(FLEET) & ROLE_OPTIONS) == []
+    assert all(name.startswith("sparkfleet_") for name in FLEET)
+
+
+def test_every_fleet_setting_is_typed_described_and_valid_by_default():
+    import sparkfleet_preflight as preflight  # pylint: disable=import-outside-toplevel
+
+    for name, option in FLEET.items():
+        assert option.get("type") in preflight._TYPES, name  # pylint: disable=protected-access
+        description = option.get("description") or ""
+        assert description and "\n" not in description.strip(), name
+        assert "default" not in option, "%s: the default lives in group_vars/all (or the playbook)" % name
+        assert set(option) <= {"type", "elements", "choices", "description", "derived", "secret"}, name
+        value = GROUP_VARS.get(name)
+        if value is not None and not (isinstance(value, str) and "{{" in value):
+            assert preflight._spec_problem(value, option) is None, (name, value)  # pylint: disable=protected-access
+        if option.get("derived"):
+            assert name in GROUP_VARS, "%s is derived: group_vars/all composes it" % name
+
+
+def test_every_fleet_setting_without_a_default_is_read_somewhere():
+    """A setting the inventory or -e gives (no group_vars default) is one the code reads."""
+    texts = []
+    for pattern in ("roles/**/*.yml", "roles/**/*.j2", "playbooks/**/*.yml", "plugins/**/*.py"):
+        for path in glob.glob(os.path.join(ROOT, pattern), recursive=True):
+            with open(path, encoding="utf-8") as handle:
+                texts.append(handle.read())
+    text = "\n".join(texts)
+    unread = [name for name in FLEET if name not in GROUP_VARS and name not in text]
+    assert unread == []
