@@ -8,7 +8,9 @@ import uuid
 
 import pytest
 
-from conftest import docker_exec, playbook, wait_serving
+from conftest import HOST_VARS, docker_exec, playbook, wait_serving
+
+IMAGES = HOST_VARS["sparkfleet_image_repository"]
 
 PAIR_A = "localhost,lab-endpoint,spark-a1,spark-a2"
 PROGRESS = re.compile(r"pair a \| ([\d]+(?: min \d+)? s) \| head: ([^|']+?)\s*\|\s*worker: ([^|']+?)\s*(?:\||'|$)",
@@ -46,7 +48,7 @@ def test_a_long_cold_start_prints_its_phases_before_the_gate(lab):
     # The 5 s restart just now was recorded; the next start of that image and
     # profile shows how long it should take.
     history = json.loads(docker_exec(lab["a"]["head"]["container"], "cat",
-                                     "/var/lib/sparkfleet/start-times.json").stdout)
+                                     HOST_VARS["sparkfleet_start_history_file"]).stdout)
     assert history and all(entry["seconds"] > 0 for entry in history.values()), history
 
 
@@ -72,7 +74,7 @@ def test_a_start_that_hangs_at_rendezvous_is_reported_with_that_phase(lab):
 
 def _image_ids(node):
     out = docker_exec(node["container"], "docker", "image", "ls", "--no-trunc", "--format",
-                      "{{.Repository}}:{{.Tag}} {{.ID}}", "sparkfleet/vllm-spark").stdout
+                      "{{.Repository}}:{{.Tag}} {{.ID}}", IMAGES).stdout
     return dict(line.split() for line in out.splitlines())
 
 
@@ -140,7 +142,7 @@ def test_a_worker_without_room_for_the_image_refuses_the_transfer_with_numbers(l
         flat = re.sub(r"\n\s+", " ", output)
         print("refusal:", re.search(r"spark-b2: /\S+ has [^.]+\.[^.]+\.", flat).group(0))
         assert rc != 0
-        assert re.search(r"spark-b2: /\S+ has [\d.]+ GiB free; receiving sparkfleet/vllm-spark:\w+ from spark-b1 "
+        assert re.search(r"spark-b2: /\S+ has [\d.]+ GiB free; receiving " + re.escape(IMAGES) + r":\w+ from spark-b1 "
                          r"needs 0\.1 GiB and 100000\.0 GiB stays free \(sparkfleet_disk_reserve_gib\), so [\d.]+ GiB "
                          r"more is needed\.", flat), flat[-3000:]
         assert "nothing was transferred or built" in flat

@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from conftest import INVENTORY, ROOT, docker_exec, endpoint_group, main_pid, playbook, unit_of
+from conftest import HOST_VARS, INVENTORY, ROOT, docker_exec, endpoint_group, main_pid, playbook, unit_of
 
 EXAMPLE = os.path.join(ROOT, "inventory", "example", "hosts.yml")
 
@@ -159,7 +159,7 @@ def test_a_prebuilt_image_pinned_by_registry_digest_is_pulled(lab):
     docker_exec("sparkfleet-lab-lab-endpoint", "systemctl", "start", "docker-registry")
     launch = json.loads(docker_exec(head["container"], "cat", "/etc/sparkfleet/sparkfleet-vllm-head.json").stdout)
     image_id = launch["image_id"]
-    repository = "%s/sparkfleet/vllm-spark" % LAB_REGISTRY
+    repository = "%s/%s" % (LAB_REGISTRY, HOST_VARS["sparkfleet_image_repository"])
     docker_exec(head["container"], "docker", "tag", image_id, repository + ":road")
     for _ in range(30):
         pushed = docker_exec(head["container"], "docker", "push", "-q", repository + ":road", check=False)
