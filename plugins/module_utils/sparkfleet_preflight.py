@@ -571,15 +571,15 @@ def _spec_problem(value, spec):
     return None
 
 
-def _check_values(host, specs, report, fleet_settings=False):
+def _check_values(host, specs, report, fleet_only=False):
     """Every role option and fleet setting this host has, against the type, element type and
     choices declared for it (roles/*/meta/argument_specs.yml, files/fleet_settings.yml): refused
     here, before any host is touched, rather than by a role's own validation once earlier plays
-    have run, or not at all. The fleet settings are checked last (``fleet_settings``), each
+    have run, or not at all. The fleet settings are checked last (``fleet_only``), each
     value another check has already refused with its own reasons left out."""
     for name in sorted(host.names()):
         spec = specs.get(name)
-        if spec is None or (spec["declared"] == FLEET_SETTINGS) != fleet_settings:
+        if spec is None or (spec["declared"] == FLEET_SETTINGS) != fleet_only:
             continue
         value = host.peek(name)
         # A template left as text is a value read without Ansible (its run checks the result).
@@ -684,7 +684,7 @@ def problems(hostvars, nodes, endpoints, known, endpoint_defaults=None, controll
             _check_release(host, head, releases, report)
     # The fleet settings' declared types and choices, for what no check above has refused.
     for name in fleet:
-        _check_values(fleet[name], specs or {}, report, fleet_settings=True)
+        _check_values(fleet[name], specs or {}, report, fleet_only=True)
     return report.lines()
 
 
