@@ -39,10 +39,14 @@ def _executable(path, text):
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
-    up_at = None
+    # Up from this many /health requests on (counted, not timed: a loaded machine starts
+    # ansible-playbook slowly); None: never.
+    up_after = None
+    calls = 0
 
     def do_GET(self):  # noqa: N802 (http.server's name)
-        up = _Health.up_at is not None and time.monotonic() >= _Health.up_at
+        _Health.calls += 1
+        up = _Health.up_after is not None and _Health.calls > _Health.up_after
         self.send_response(200 if up else 503)
         self.end_headers()
 
@@ -90,8 +94,8 @@ def _watch(tmp_path, health, worker_state):
 
 
 def test_the_watch_reads_both_ranks_each_round_until_the_api_is_up(tmp_path, health):
-    # Up after about 4 rounds of 1 s: nothing bounds the number of rounds.
-    _Health.up_at = time.monotonic() + 4
+    # Each round asks /health once or twice: up in the fourth round or later.
+    _Health.up_after, _Health.calls = 6, 0
     result, lines = _watch(tmp_path, health, {})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert len(lines) >= 3, lines
@@ -105,7 +109,7 @@ def test_the_watch_reads_both_ranks_each_round_until_the_api_is_up(tmp_path, hea
 
 
 def test_a_stopped_worker_ends_the_watch_with_both_ranks_last_phase(tmp_path, health):
-    _Health.up_at = None
+    _Health.up_after, _Health.calls = None, 0
     result, lines = _watch(tmp_path, health, {"ActiveState": "inactive", "SubState": "dead"})
     assert result.returncode != 0
     assert "pair t did not come up: the worker's unit is inactive/dead." in result.stdout, result.stdout[-3000:]
