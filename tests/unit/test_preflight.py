@@ -388,15 +388,23 @@ def test_every_problem_is_reported_at_once():
         "sparkfleet_profil", "sparkfleet_image_ref", "sparkfleet_api_port"]
 
 
-def test_a_value_that_cannot_be_templated_is_a_problem_not_a_crash():
-    class Lazy(dict):
-        def __getitem__(self, key):
-            if key == "sparkfleet_model_dir":
-                raise RuntimeError("'sparkfleet_root' is undefined\nmore detail")
-            return dict.__getitem__(self, key)
+class _Unresolvable(dict):
+    """A host's variables as Ansible's hostvars give them, one of which fails to template."""
 
+    def __init__(self, variables, key, error):
+        super().__init__(variables)
+        self._key, self._error = key, error
+
+    def __getitem__(self, key):
+        if key == self._key:
+            raise RuntimeError(self._error)
+        return dict.__getitem__(self, key)
+
+
+def test_a_value_that_cannot_be_templated_is_a_problem_not_a_crash():
     hostvars, nodes, endpoints = example_fleet()
-    hostvars["spark-02"] = Lazy(hostvars["spark-02"])
+    hostvars["spark-02"] = _Unresolvable(hostvars["spark-02"], "sparkfleet_model_dir",
+                                         "'sparkfleet_root' is undefined\nmore detail")
     assert problems(hostvars, nodes, endpoints, KNOWN, endpoint_defaults=endpoint_port_defaults(ROOT)) == [
         "spark-02: sparkfleet_model_dir cannot be resolved ('sparkfleet_root' is undefined); it must evaluate to a value"]
 
@@ -404,15 +412,10 @@ def test_a_value_that_cannot_be_templated_is_a_problem_not_a_crash():
 def test_a_role_option_that_resolves_only_inside_its_role_is_not_a_problem():
     """The spec check reads role options the inventory sets; one naming role_path (as a lab
     test's -e does) cannot be templated outside its role, and that is no problem of the fleet."""
-    class Lazy(dict):
-        def __getitem__(self, key):
-            if key == "spark_service_vllm_fingerprint":
-                raise RuntimeError("'role_path' is undefined")
-            return dict.__getitem__(self, key)
-
     hostvars, nodes, endpoints = example_fleet()
     for host in nodes:
-        hostvars[host] = Lazy(hostvars[host], spark_service_vllm_fingerprint="{{ role_path }}/x.json")
+        hostvars[host] = _Unresolvable(dict(hostvars[host], spark_service_vllm_fingerprint="{{ role_path }}/x.json"),
+                                       "spark_service_vllm_fingerprint", "'role_path' is undefined")
     assert problems(hostvars, nodes, endpoints, KNOWN, endpoint_defaults=endpoint_port_defaults(ROOT), specs=option_specs(ROOT)) == []
 
 
